@@ -1,0 +1,1 @@
+"""The small core every service shares: settings, ids, wire schema, tokens, bus, models."""

@@ -1,0 +1,209 @@
+"""RabbitMQ through aio-pika: a robust connection (it redeclares queues, bindings and
+consumers after a broker restart), one publisher channel with confirms and returns raised,
+and one channel per manual-ack consumer so each has its own prefetch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+)
+
+from services.common import topology
+from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, PublishError
+
+log = logging.getLogger("chat.bus")
+
+
+class AmqpBus(Bus):
+    def __init__(self, url: str, delivery_limit: int = 5) -> None:
+        super().__init__(url, delivery_limit)
+        self._conn: AbstractRobustConnection | None = None
+        self._pub: AbstractRobustChannel | None = None
+        self._ctl: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractRobustExchange] = {}
+        self._queues: dict[str, AbstractQueue] = {}
+        self._consumer_channels: list[AbstractRobustChannel] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def connect(self) -> None:
+        self._conn = await aio_pika.connect_robust(
+            self.url, heartbeat=10, client_properties={"connection_name": "chat"}
+        )
+        self._conn.reconnect_callbacks.add(self._reconnected)
+        self._conn.close_callbacks.add(self._closed)
+        self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._ctl = await self._conn.channel(publisher_confirms=False)
+        await self._declare(self._ctl)
+
+    async def _declare(self, channel: AbstractRobustChannel) -> None:
+        for ex in topology.exchanges():
+            self._exchanges[ex.name] = await channel.declare_exchange(
+                ex.name, ex.kind, durable=True
+            )
+        for spec in topology.durable_queues(self.delivery_limit):
+            q = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            for exchange, key in spec.bindings:
+                await q.bind(exchange, key)
+        assert self._pub is not None
+        for ex in topology.exchanges():  # the publisher channel's own exchange objects
+            self._exchanges[ex.name] = await self._pub.get_exchange(ex.name, ensure=False)
+
+    def _reconnected(self, *_: Any) -> None:
+        log.info("broker connection restored")
+        self._spawn(self._fire(self._reconnect_listeners))
+
+    def _closed(self, *_: Any) -> None:
+        log.warning("broker connection lost")
+        self._spawn(self._fire(self._disconnect_listeners))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close_callbacks.discard(self._closed)
+            await self._conn.close()
+            self._conn = None
+
+    @property
+    def connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        mandatory: bool = False,
+        persistent: bool = False,
+        headers: dict[str, Any] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not self.connected or self._pub is None:
+            raise BusUnavailable("not connected to the broker")
+        ex = self._exchanges.get(exchange)
+        if ex is None:
+            raise PublishError(f"no exchange {exchange!r}")
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+            headers=headers,
+        )
+        try:
+            result = await ex.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise PublishError(f"broker refused the message: {exc}") from exc
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise PublishError("publish not confirmed in time") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"broker unavailable: {exc!r}") from exc
+        if not isinstance(result, aiormq.spec.Basic.Ack):
+            raise PublishError(f"broker did not confirm: {result!r}")
+
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
+        conn = self._require()
+        channel = await conn.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        self._consumer_channels.append(channel)
+        q = await channel.get_queue(queue, ensure=True)
+        await q.consume(self._wrap(handler, manual=True))
+
+    async def private_queue(self, name: str, handler: Handler) -> None:
+        conn = self._require()
+        channel = await conn.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=2000)
+        self._consumer_channels.append(channel)
+        q = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        self._queues[name] = q
+        await q.consume(self._wrap(handler, manual=False), no_ack=True)
+
+    def _wrap(self, handler: Handler, *, manual: bool) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            headers = dict(message.headers or {})
+            count = headers.get("x-delivery-count", 0)
+            delivery = Delivery(
+                body=message.body,
+                routing_key=message.routing_key or "",
+                exchange=message.exchange or "",
+                redelivered=bool(message.redelivered),
+                delivery_count=int(count) if isinstance(count, int) else 0,
+                headers=headers,
+            )
+            if manual:
+
+                async def ack() -> None:
+                    try:
+                        await message.ack()
+                    except Exception:  # channel gone: the broker redelivers; ids make it safe
+                        log.warning("ack failed; the message will be redelivered")
+
+                async def nack(requeue: bool) -> None:
+                    try:
+                        await message.nack(requeue=requeue)
+                    except Exception:
+                        log.warning("nack failed; the message will be redelivered")
+
+                delivery._ack, delivery._nack = ack, nack
+            try:
+                await handler(delivery)
+            except Exception:
+                log.exception("consumer failed on a message")
+                if manual:
+                    await delivery.nack(requeue=True)
+
+        return on_message
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        q = await self._queue(queue)
+        try:
+            await q.bind(exchange, routing_key)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"bind failed: {exc!r}") from exc
+
+    async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        q = await self._queue(queue)
+        try:
+            await q.unbind(exchange, routing_key)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"unbind failed: {exc!r}") from exc
+
+    async def _queue(self, name: str) -> AbstractQueue:
+        q = self._queues.get(name)
+        if q is None:
+            if self._ctl is None:
+                raise BusUnavailable("not connected to the broker")
+            q = await self._ctl.get_queue(name, ensure=False)
+            self._queues[name] = q
+        return q
+
+    async def queue_depth(self, queue: str) -> int:
+        conn = self._require()
+        channel = await conn.channel(publisher_confirms=False)
+        try:
+            q = await channel.declare_queue(queue, passive=True)
+            result = q.declaration_result
+            return int(result.message_count or 0)
+        finally:
+            await channel.close()
+
+    def _require(self) -> AbstractRobustConnection:
+        if self._conn is None:
+            raise BusUnavailable("not connected to the broker")
+        return self._conn

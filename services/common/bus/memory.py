@@ -1,0 +1,206 @@
+"""In-process bus with RabbitMQ's semantics: topic (``*``/``#``) and fanout exchanges, queues
+with bindings, manual acks with requeue, a delivery limit and dead-lettering, mandatory
+publishes that fail when nothing is bound. Used by the all-in-one mode and by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common import topology
+from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, PublishError, topic_matches
+
+
+@dataclass
+class _Message:
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    delivery_count: int = 0
+    redelivered: bool = False
+
+
+@dataclass
+class _Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    ready: deque[_Message] = field(default_factory=deque)
+    unacked: int = 0
+    prefetch: int = 0  # 0 = unlimited
+    auto_ack: bool = False
+    handler: Handler | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class MemoryBus(Bus):
+    def __init__(self, url: str = "memory://", delivery_limit: int = 5) -> None:
+        super().__init__(url, delivery_limit)
+        self._exchanges: dict[str, str] = {}
+        self._bindings: list[tuple[str, str, str]] = []  # (exchange, pattern, queue)
+        self._queues: dict[str, _Queue] = {}
+        self._connected = False
+
+    async def connect(self) -> None:
+        for ex in topology.exchanges():
+            self._exchanges[ex.name] = ex.kind
+        for spec in topology.durable_queues(self.delivery_limit):
+            if spec.name not in self._queues:
+                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments))
+            for exchange, key in spec.bindings:
+                await self.bind(spec.name, exchange, key)
+        self._connected = True
+
+    async def close(self) -> None:
+        self._connected = False
+        for q in self._queues.values():
+            if q.task is not None:
+                q.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await q.task
+                q.task = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # publishing ----------------------------------------------------------------------------
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        mandatory: bool = False,
+        persistent: bool = False,
+        headers: dict[str, Any] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not self._connected:
+            raise BusUnavailable("bus is not connected")
+        kind = self._exchanges.get(exchange)
+        if kind is None:
+            raise PublishError(f"no exchange {exchange!r}")
+        targets = self._route(exchange, kind, routing_key)
+        if mandatory and not targets:
+            raise PublishError(f"unroutable: {exchange} {routing_key}")
+        for name in targets:
+            self._enqueue(self._queues[name], _Message(exchange, routing_key, body, dict(headers or {})))
+
+    def _route(self, exchange: str, kind: str, key: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for ex, pattern, queue in self._bindings:
+            if ex != exchange or queue not in self._queues:
+                continue
+            if kind == "fanout" or topic_matches(pattern, key):
+                seen[queue] = None
+        return list(seen)
+
+    def _enqueue(self, q: _Queue, msg: _Message, front: bool = False) -> None:
+        if front:
+            q.ready.appendleft(msg)
+        else:
+            q.ready.append(msg)
+        q.changed.set()
+
+    def _dead_letter(self, q: _Queue, msg: _Message) -> None:
+        dlx = q.arguments.get("x-dead-letter-exchange")
+        if not dlx:
+            return
+        kind = self._exchanges.get(dlx, "fanout")
+        for name in self._route(dlx, kind, msg.routing_key):
+            self._enqueue(self._queues[name], _Message(dlx, msg.routing_key, msg.body, msg.headers))
+
+    # consuming -----------------------------------------------------------------------------
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
+        q = self._queues.setdefault(queue, _Queue(queue))
+        q.handler, q.prefetch, q.auto_ack = handler, prefetch, False
+        self._start(q)
+
+    async def private_queue(self, name: str, handler: Handler) -> None:
+        q = self._queues.setdefault(name, _Queue(name))
+        q.handler, q.prefetch, q.auto_ack = handler, 0, True
+        self._start(q)
+
+    def _start(self, q: _Queue) -> None:
+        if q.task is None or q.task.done():
+            q.task = asyncio.get_running_loop().create_task(self._dispatch(q))
+
+    async def _dispatch(self, q: _Queue) -> None:
+        while True:
+            while not q.ready or (q.prefetch and q.unacked >= q.prefetch):
+                q.changed.clear()
+                await q.changed.wait()
+            msg = q.ready.popleft()
+            assert q.handler is not None
+            if q.auto_ack:
+                delivery = Delivery(msg.body, msg.routing_key, msg.exchange, headers=msg.headers)
+            else:
+                q.unacked += 1
+                delivery = self._delivery(q, msg)
+            try:
+                await q.handler(delivery)
+            except Exception:  # a consumer's bug must not stop the queue
+                if not q.auto_ack:
+                    await delivery.nack(requeue=True)
+
+    def _delivery(self, q: _Queue, msg: _Message) -> Delivery:
+        settled = False
+
+        async def ack() -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            q.unacked -= 1
+            q.changed.set()
+
+        async def nack(requeue: bool) -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            q.unacked -= 1
+            limit = q.arguments.get("x-delivery-limit")
+            if requeue and (limit is None or msg.delivery_count < int(limit)):
+                msg.delivery_count += 1
+                msg.redelivered = True
+                self._enqueue(q, msg, front=True)
+            else:
+                self._dead_letter(q, msg)
+            q.changed.set()
+
+        return Delivery(
+            msg.body,
+            msg.routing_key,
+            msg.exchange,
+            redelivered=msg.redelivered,
+            delivery_count=msg.delivery_count,
+            headers=msg.headers,
+            _ack=ack,
+            _nack=nack,
+        )
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._queues.setdefault(queue, _Queue(queue))
+        entry = (exchange, routing_key, queue)
+        if entry not in self._bindings:
+            self._bindings.append(entry)
+
+    async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._bindings.remove((exchange, routing_key, queue))
+
+    async def queue_depth(self, queue: str) -> int:
+        q = self._queues.get(queue)
+        return len(q.ready) if q else 0
+
+    async def delete_queue(self, queue: str) -> None:
+        q = self._queues.pop(queue, None)
+        if q is not None and q.task is not None:
+            q.task.cancel()
+        self._bindings = [b for b in self._bindings if b[2] != queue]

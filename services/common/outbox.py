@@ -1,0 +1,113 @@
+"""Transactional outbox: events are written in the same transaction as the change that caused
+them and relayed to the broker afterwards, so a broker outage loses no event.
+
+The relay publishes rows in id order with publisher confirms and deletes them once confirmed.
+Relays of several workers serialize on ``SELECT ... FOR UPDATE`` (a no-op on SQLite, where only
+one process writes), so events reach the broker in commit order. Events are idempotent state
+changes, so a row published twice (a relay that died between confirm and delete) is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from services.common.bus import Bus, PublishError
+from services.common.ids import now_ms
+from services.common.models import Outbox
+
+log = logging.getLogger("chat.outbox")
+
+
+def add_events(session: Session, events: Iterable[tuple[str, str, bytes]]) -> None:
+    """Stage events in the caller's transaction; they are relayed after it commits."""
+    for exchange, routing_key, body in events:
+        session.add(
+            Outbox(exchange=exchange, routing_key=routing_key, body=body.decode(), created_ms=now_ms())
+        )
+
+
+class OutboxRelay:
+    def __init__(self, engine: Engine, bus: Bus, poll_interval: float = 1.0) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.poll_interval = poll_interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._drained = threading.Condition()
+        self._generation = 0
+        self.relayed = 0
+
+    def kick(self) -> None:
+        """Wake the relay now (thread-safe)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def kick_and_wait(self, timeout: float = 2.0) -> bool:
+        """Wake the relay and wait (from another thread) until it has drained once."""
+        with self._drained:
+            target = self._generation + 2  # a full pass that started after this call
+            self.kick()
+            return self._drained.wait_for(lambda: self._generation >= target, timeout)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                await self.drain()
+            except Exception:  # the broker or the database is away: keep the rows, retry
+                log.warning("outbox relay pass failed; will retry", exc_info=True)
+            with self._drained:
+                self._generation += 1
+                self._drained.notify_all()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def drain(self) -> int:
+        total = 0
+        while True:
+            sent = await self._pass()
+            total += sent
+            if sent == 0:
+                return total
+
+    async def _pass(self, limit: int = 200) -> int:
+        conn = await asyncio.to_thread(self.engine.connect)
+        try:
+            trans = await asyncio.to_thread(conn.begin)
+            rows = await asyncio.to_thread(
+                lambda: conn.execute(
+                    select(Outbox.id, Outbox.exchange, Outbox.routing_key, Outbox.body)
+                    .order_by(Outbox.id)
+                    .limit(limit)
+                    .with_for_update()
+                ).all()
+            )
+            done: list[int] = []
+            try:
+                for row in rows:
+                    await self.bus.publish(row.exchange, row.routing_key, row.body.encode())
+                    done.append(row.id)
+            except PublishError:
+                log.warning("broker refused an outbox event; %d relayed this pass", len(done))
+            if done:
+                await asyncio.to_thread(
+                    lambda: conn.execute(delete(Outbox).where(Outbox.id.in_(done)))
+                )
+            await asyncio.to_thread(trans.commit)
+            self.relayed += len(done)
+            if len(done) < len(rows):
+                raise PublishError("outbox relay interrupted")
+            return len(done)
+        finally:
+            await asyncio.to_thread(conn.close)
