@@ -27,9 +27,7 @@ def room_event(event: RoomEvent, user_id: str, room: dict[str, Any]) -> tuple[st
 
 
 def session_revoked(sid: str, user_id: str, until: float) -> tuple[str, str, bytes]:
-    body = orjson.dumps(
-        {"type": "session_revoked", "sid": sid, "user_id": user_id, "until": until}
-    )
+    body = orjson.dumps({"type": "session_revoked", "sid": sid, "user_id": user_id, "until": until})
     return topology.EVENTS, topology.SESSION_REVOKED, body
 
 

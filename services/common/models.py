@@ -98,7 +98,9 @@ class Outbox(Base):
     """Events committed with the change that caused them, relayed to the broker afterwards."""
 
     __tablename__ = "outbox"
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     exchange: Mapped[str] = mapped_column(String(64))
     routing_key: Mapped[str] = mapped_column(String(128))
     body: Mapped[str] = mapped_column(Text)

@@ -29,7 +29,9 @@ def add_events(session: Session, events: Iterable[tuple[str, str, bytes]]) -> No
     """Stage events in the caller's transaction; they are relayed after it commits."""
     for exchange, routing_key, body in events:
         session.add(
-            Outbox(exchange=exchange, routing_key=routing_key, body=body.decode(), created_ms=now_ms())
+            Outbox(
+                exchange=exchange, routing_key=routing_key, body=body.decode(), created_ms=now_ms()
+            )
         )
 
 

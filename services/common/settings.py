@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         environment=env.get("CHAT_ENV", defaults.environment),
     )
     if s.target not in ("all", "auth", "gateway", "history", "migrate"):
-        raise SettingsError(f"CHAT_TARGET must be all|auth|gateway|history|migrate, not {s.target!r}")
+        raise SettingsError(
+            f"CHAT_TARGET must be all|auth|gateway|history|migrate, not {s.target!r}"
+        )
     if s.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS or len(s.jwt_secret) < 32:
         if s.scaled or s.environment == "production":
             raise SettingsError(

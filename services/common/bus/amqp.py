@@ -102,7 +102,9 @@ class AmqpBus(Bus):
             body,
             content_type="application/json",
             delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
             headers=headers,
         )
@@ -110,7 +112,7 @@ class AmqpBus(Bus):
             result = await ex.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
         except aio_pika.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused the message: {exc}") from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise PublishError("publish not confirmed in time") from exc
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"broker unavailable: {exc!r}") from exc

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common import topology
-from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, PublishError, topic_matches
+from services.common.bus.base import (
+    Bus,
+    BusUnavailable,
+    Delivery,
+    Handler,
+    PublishError,
+    topic_matches,
+)
 
 
 @dataclass
@@ -89,7 +96,9 @@ class MemoryBus(Bus):
         if mandatory and not targets:
             raise PublishError(f"unroutable: {exchange} {routing_key}")
         for name in targets:
-            self._enqueue(self._queues[name], _Message(exchange, routing_key, body, dict(headers or {})))
+            self._enqueue(
+                self._queues[name], _Message(exchange, routing_key, body, dict(headers or {}))
+            )
 
     def _route(self, exchange: str, kind: str, key: str) -> list[str]:
         seen: dict[str, None] = {}

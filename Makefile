@@ -1,0 +1,60 @@
+# The chat platform. Two commands: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+GATEWAYS ?= 3
+CLUSTER_PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: run cluster cluster-down migrate test check fmt setup-system bench bench-smoke chaos clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## all-in-one: one process, SQLite under var/, in-process bus, on http://$(HOST):$(PORT)
+run: venv
+	mkdir -p var
+	CHAT_HOST=$(HOST) CHAT_PORT=$(PORT) $(PY) -m services all
+
+migrate: venv
+	$(PY) -m services migrate
+
+## the scaled mode on this machine: gunicorn auth, $(GATEWAYS) uvicorn gateways, history, nginx
+cluster: venv
+	@test -x /usr/sbin/nginx || { echo "nginx missing: run 'make setup-system' (as root)"; exit 1; }
+	GATEWAYS=$(GATEWAYS) PORT=$(CLUSTER_PORT) $(PY) -m tools.cluster up
+
+cluster-down:
+	$(PY) -m tools.cluster down
+
+## system packages from Debian (idempotent): nginx for the load balancer, chromium for browser tests
+setup-system:
+	@missing=""; \
+	for p in nginx-light chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "system packages present"; fi
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+check: venv
+	$(VENV)/bin/ruff format --check services tests tools
+	$(VENV)/bin/ruff check services tests tools
+	$(VENV)/bin/mypy services
+
+fmt: venv
+	$(VENV)/bin/ruff format services tests tools
+	$(VENV)/bin/ruff check --fix services tests tools
+
+clean:
+	rm -rf var $(VENV)

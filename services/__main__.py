@@ -1,0 +1,53 @@
+"""``python -m services <target>``: all | auth | gateway | history | migrate.
+
+The target may also come from CHAT_TARGET. ``auth`` execs gunicorn; the others run uvicorn.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import replace
+
+from services.common.settings import ROOT, SettingsError, load_settings
+
+
+def migrate() -> None:
+    from alembic.config import main as alembic_main
+
+    alembic_main(argv=["-c", str(ROOT / "alembic.ini"), "upgrade", "head"])
+
+
+def main(argv: list[str]) -> None:
+    env = dict(os.environ)
+    if len(argv) > 1:
+        env["CHAT_TARGET"] = argv[1]
+    try:
+        settings = load_settings(env)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    os.environ["CHAT_TARGET"] = settings.target
+    from services.common import settings as settings_module
+
+    settings_module.set_settings(settings)
+    if settings.target == "migrate":
+        migrate()
+        return
+    if settings.target == "auth":
+        gunicorn = shutil.which("gunicorn") or os.path.join(
+            os.path.dirname(sys.executable), "gunicorn"
+        )
+        args = [gunicorn, "-c", "python:services.auth.gunicorn_conf", "services.auth:create_app()"]
+        os.execv(gunicorn, args)
+    if settings.target == "all" and settings.database_url.startswith("sqlite"):
+        (ROOT / "var").mkdir(exist_ok=True)
+        migrate()  # the embedded mode migrates its own SQLite file at start
+    from services.server import serve
+
+    serve(replace(settings))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

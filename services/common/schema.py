@@ -1,0 +1,121 @@
+"""The wire schema: message objects and the client frames of the WebSocket protocol.
+
+Parsing never raises anything but ``FrameError`` (with an API error code), whatever the input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.common.ids import iso_ms
+
+MAX_BODY = 4000
+MAX_CLIENT_MSG_ID = 64
+ID_RE = re.compile(r"^[0-9a-z]{26}$")
+USERNAME_RE = re.compile(r"^[a-z0-9_.\-]{3,32}$")
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_msg_id = client_msg_id
+
+
+def message_object(
+    msg_id: str, room: str, sender: str, body: str, sent_ms: int, client_msg_id: str
+) -> dict[str, Any]:
+    return {
+        "id": msg_id,
+        "room": room,
+        "sender": sender,
+        "body": body,
+        "sent_at": iso_ms(sent_ms),
+        "client_msg_id": client_msg_id,
+    }
+
+
+@dataclass(frozen=True)
+class AuthFrame:
+    token: str
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    client_msg_id: str
+    body: str
+    room: str | None
+    to: str | None
+    retry: bool
+
+
+@dataclass(frozen=True)
+class TypingFrame:
+    room: str
+
+
+@dataclass(frozen=True)
+class PingFrame:
+    pass
+
+
+ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame
+
+
+def parse_frame(text: str | bytes) -> ClientFrame:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise FrameError("invalid_frame", "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("invalid_frame", "a frame must be a JSON object")
+    kind = data.get("type")
+    if kind == "send":
+        return _send(data)
+    if kind == "auth":
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise FrameError("invalid_frame", "auth needs a token")
+        return AuthFrame(token)
+    if kind == "typing":
+        room = data.get("room")
+        if not isinstance(room, str) or not room:
+            raise FrameError("invalid_frame", "typing needs a room")
+        return TypingFrame(room)
+    if kind == "ping":
+        return PingFrame()
+    if not isinstance(kind, str):
+        raise FrameError("invalid_frame", "a frame needs a string 'type'")
+    raise FrameError("invalid_frame", f"unknown frame type {kind[:40]!r}")
+
+
+def _send(data: dict[str, Any]) -> SendFrame:
+    cmid = data.get("client_msg_id")
+    if not isinstance(cmid, str) or not (1 <= len(cmid) <= MAX_CLIENT_MSG_ID):
+        raise FrameError("invalid_frame", "client_msg_id must be a string of 1-64 characters")
+    room, to, body = data.get("room"), data.get("to"), data.get("body")
+    if (room is None) == (to is None):
+        raise FrameError("invalid_frame", "send needs exactly one of 'room' or 'to'", cmid)
+    if room is not None and not isinstance(room, str):
+        raise FrameError("invalid_frame", "'room' must be a string", cmid)
+    if to is not None and not isinstance(to, str):
+        raise FrameError("invalid_frame", "'to' must be a string", cmid)
+    if not isinstance(body, str):
+        raise FrameError("invalid_frame", "'body' must be a string", cmid)
+    if not body.strip():
+        raise FrameError("empty_body", "the message is empty", cmid)
+    if len(body) > MAX_BODY:
+        raise FrameError("body_too_long", f"the message is over {MAX_BODY} characters", cmid)
+    retry = data.get("retry", False)
+    return SendFrame(
+        client_msg_id=cmid,
+        body=body,
+        room=room,
+        to=to.lower() if isinstance(to, str) else None,
+        retry=retry is True,
+    )

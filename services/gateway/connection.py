@@ -1,0 +1,114 @@
+"""One WebSocket session: a bounded outgoing queue drained by its own task, and a token bucket.
+
+A reader that falls behind (its queue fills) is disconnected instead of growing the gateway's
+memory or stalling the fan-out to everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketState
+
+CLOSE_TOO_SLOW = 1013  # "try again later": the client reconnects and resumes
+
+_ids = itertools.count(1)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, queue_max: int, rate: float, burst: int) -> None:
+        self.ws = ws
+        self.id = f"c{next(_ids)}"
+        self.user_id = ""
+        self.username = ""
+        self.sid = ""
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_max)
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes = 0
+        self.closed = False
+        self.close_code: int | None = None
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                text = await self.queue.get()
+                if text is None:
+                    return
+                await self.ws.send_text(text)
+        except Exception:  # the peer went away: the reader notices and cleans up
+            self.closed = True
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.send_text(orjson.dumps(frame).decode())
+
+    def send_text(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close_soon(CLOSE_TOO_SLOW, "reader too slow")
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Close from anywhere (fan-out, revocation) without awaiting the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        with contextlib.suppress(Exception):
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.close(code, reason)
+
+    async def flush_and_close(self, code: int, reason: str, timeout: float) -> None:
+        """Graceful: wait for in-flight sends, let the writer drain what is queued, then close."""
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=timeout)
+        if not self.closed and self._writer is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+        self.closed = True
+        self.close_code = code
+        with contextlib.suppress(Exception):
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.close(code, reason)
+
+    async def stop_writer(self) -> None:
+        self.closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer

@@ -1,0 +1,138 @@
+"""Fixtures that start the real system: the all-in-one process, and the scaled mode (gunicorn
+auth, uvicorn gateways and history on real RabbitMQ and MariaDB, own vhost and database)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import services as svc
+from tests.support.client import Stack
+from tools.cluster import PYTHON, ROOT, Cluster, free_port, wait_http
+
+FAST_ENV = {
+    "CHAT_PRESENCE_HEARTBEAT": "1",
+    "CHAT_PRESENCE_TIMEOUT": "4",
+    "CHAT_ARGON2_TIME_COST": "2",
+    "CHAT_ARGON2_MEMORY_KIB": "19456",
+    "CHAT_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="session")
+def allinone() -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="chat-aio-"))
+    port = free_port()
+    env = dict(os.environ)
+    env.update(FAST_ENV)
+    env.update(
+        CHAT_DATABASE_URL=f"sqlite:///{tmp / 'chat.db'}",
+        CHAT_BROKER_URL="memory://",
+        CHAT_PORT=str(port),
+        CHAT_HOST="127.0.0.1",
+        CHAT_JWT_SECRET=secrets.token_urlsafe(48),
+        CHAT_GATEWAY_ID="aio",
+    )
+    log = open(tmp / "server.log", "wb")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "services", "all"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/readyz", 60, proc)
+    except Exception:
+        proc.kill()
+        print((tmp / "server.log").read_text()[-4000:], file=sys.stderr)
+        raise
+    yield Stack("allinone", url, url, [url], base_url=url, extra={"proc": proc, "tmp": tmp})
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    vhost = svc.create_vhost()
+    yield vhost
+    svc.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator[str]:
+    name = svc.create_database()
+    yield name
+    svc.drop_database(name)
+
+
+def nginx_available() -> bool:
+    return os.path.exists("/usr/sbin/nginx")
+
+
+@pytest.fixture(scope="session")
+def cluster(rabbit_vhost: str, mysql_database: str) -> Iterator[Cluster]:
+    """The scaled mode: 3 gateways, auth, history; behind nginx when it is installed."""
+    port = free_port() if nginx_available() else None
+    state = Path(tempfile.mkdtemp(prefix="chat-cluster-"))
+    c = Cluster(
+        database_url=svc.mysql_url(mysql_database),
+        broker_url=svc.amqp_url(rabbit_vhost),
+        gateways=3,
+        port=port,
+        state=state,
+        extra_env=dict(FAST_ENV),
+    )
+    try:
+        c.start()
+    except Exception:
+        c.stop()
+        for log in (state / "logs").glob("*.log"):
+            print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    c.extra = {"database": mysql_database, "vhost": rabbit_vhost}  # type: ignore[attr-defined]
+    yield c
+    c.stop()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def cluster_stack(c: Cluster) -> Stack:
+    return Stack(
+        "scaled",
+        c.auth.url,
+        c.history.url,
+        [g.url for g in c.gateway_procs if g.alive()],
+        base_url=c.base_url if c.port else None,
+        extra={"cluster": c},
+    )
+
+
+@pytest.fixture(scope="session")
+def scaled(cluster: Cluster) -> Stack:
+    return cluster_stack(cluster)
+
+
+@pytest.fixture(params=["allinone", "scaled"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """One test body, both run modes."""
+    if request.param == "allinone":
+        return request.getfixturevalue("allinone")  # type: ignore[no-any-return]
+    c: Cluster = request.getfixturevalue("cluster")
+    return cluster_stack(c)
+
+
+@pytest.fixture(scope="session")
+def cluster_url(cluster: Cluster) -> str:
+    """The scaled mode behind nginx (browser tests)."""
+    if cluster.port is None:
+        svc.missing("nginx is not installed (run `make setup-system`)")
+    return cluster.base_url

@@ -1,0 +1,70 @@
+"""The walking skeleton, one body for both run modes: a DM sent through one gateway reaches the
+recipient on another gateway and is in history (MySQL in the scaled mode)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.support import services as svc
+from tests.support.client import Stack, WsClient, direct_room, history, register_and_login, wait_for
+
+
+def test_dm_crosses_gateways_and_lands_in_history(stack: Stack) -> None:
+    alice = register_and_login(stack)
+    bob = register_and_login(stack)
+    room = direct_room(stack, alice, bob.username)
+    assert room["kind"] == "direct" and sorted(room["members"]) == sorted(
+        [alice.username, bob.username]
+    )
+    assert direct_room(stack, bob, alice.username)["id"] == room["id"]  # same room from either side
+
+    async def scenario() -> tuple[dict, dict]:
+        a = await WsClient.connect(stack, alice, gateway=0)
+        b = await WsClient.connect(stack, bob, gateway=1)
+        assert a.ready["user"]["username"] == alice.username
+        assert room["id"] in [r["id"] for r in b.ready["rooms"]]
+        first = await a.send_message("hello bob", to=bob.username)
+        assert first["type"] == "ack", first
+        got = await b.expect(lambda f: f["type"] == "message")
+        assert got["message"] == first["message"]
+        second = await a.send_message("second, by room id", room=room["id"])
+        assert second["type"] == "ack", second
+        got2 = await b.expect(lambda f: f["type"] == "message")
+        assert got2["message"]["id"] == second["message"]["id"]
+        reply = await b.send_message("hi alice", room=room["id"])
+        assert (await a.expect(lambda f: f["type"] == "message"))["message"] == reply["message"]
+        await a.close()
+        await b.close()
+        return first["message"], second["message"]
+
+    m1, m2 = asyncio.run(scenario())
+    assert m1["room"] == room["id"] and m1["sender"] == alice.username and m1["body"] == "hello bob"
+    assert m1["sent_at"].endswith("Z") and len(m1["sent_at"]) == 24
+
+    def stored() -> list[dict]:
+        r = history(stack, bob, room["id"])
+        assert r.status_code == 200, r.text
+        msgs = r.json()["messages"]
+        return msgs if len(msgs) == 3 else []
+
+    msgs = wait_for(stored, timeout=15)
+    assert [m["id"] for m in msgs[:2]] == [m1["id"], m2["id"]]
+    assert msgs[0] == m1
+    if stack.name == "scaled":
+        db = stack.extra["cluster"].extra["database"]
+        assert (
+            svc.mysql_count(db, f"SELECT COUNT(*) FROM messages WHERE room_id='{room['id']}'") == 3
+        )
+
+
+def test_every_service_reports_health(stack: Stack) -> None:
+    urls = {stack.auth_url, stack.history_url, *stack.gateway_urls}
+    with httpx.Client(timeout=10) as http:
+        for url in urls:
+            assert http.get(url + "/healthz").status_code == 200
+            r = http.get(url + "/readyz")
+            assert r.status_code == 200, (url, r.text)
+            m = http.get(url + "/metrics")
+            assert m.status_code == 200 and "# TYPE" in m.text
