@@ -119,6 +119,15 @@ class Proc:
             start_new_session=True,
         )
 
+    def restart(self) -> None:
+        """Start again with the same command, environment and port (after a kill)."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        assert self.log_path is not None
+        self.start(self.log_path.parent)
+        wait_http(self.url + "/readyz", 60, self.popen)
+
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 

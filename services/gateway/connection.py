@@ -44,7 +44,7 @@ class Connection:
         self.user_id = ""
         self.username = ""
         self.sid = ""
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_max)
+        self.queue: asyncio.Queue[str | tuple[int, str] | None] = asyncio.Queue(maxsize=queue_max)
         self.bucket = TokenBucket(rate, burst)
         self.strikes = 0
         self.closed = False
@@ -58,10 +58,14 @@ class Connection:
     async def _write_loop(self) -> None:
         try:
             while True:
-                text = await self.queue.get()
-                if text is None:
+                item = await self.queue.get()
+                if item is None:
                     return
-                await self.ws.send_text(text)
+                if isinstance(item, tuple):  # close after what was queued before it
+                    with contextlib.suppress(Exception):
+                        await self.ws.close(item[0], item[1])
+                    return
+                await self.ws.send_text(item)
         except Exception:  # the peer went away: the reader notices and cleans up
             self.closed = True
 
@@ -75,6 +79,18 @@ class Connection:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.close_soon(CLOSE_TOO_SLOW, "reader too slow")
+
+    def close_after_queued(self, code: int, reason: str = "") -> None:
+        """Close once the frames already queued (e.g. the errors explaining why) are sent."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait((code, reason))
+        except asyncio.QueueFull:
+            self.close_soon(code, reason)
+            return
+        self.closed = True
+        self.close_code = code
 
     def close_soon(self, code: int, reason: str = "") -> None:
         """Close from anywhere (fan-out, revocation) without awaiting the socket."""
@@ -108,6 +124,10 @@ class Connection:
 
     async def stop_writer(self) -> None:
         self.closed = True
+        if self._writer is not None and self.close_code is not None and not self._writer.done():
+            # a close is queued behind the frames explaining it: let them go out first
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

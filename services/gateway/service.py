@@ -77,6 +77,9 @@ class GatewayService:
         self.acked: LRU[tuple[str, str], dict[str, Any]] = LRU(200_000)
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         self.markers: dict[str, Connection] = {}
+        # per room, the newest sent_ms this gateway has seen: a new message is stamped after
+        # it, so a reply is never ordered before the message it answers (same millisecond)
+        self.room_clock: dict[str, int] = {}
         self.bound: set[tuple[str, str]] = set()
         self._bind_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.draining = False
@@ -186,6 +189,7 @@ class GatewayService:
             self.member_index.setdefault(name, set()).add(rid)
 
     def _drop_room(self, rid: str) -> None:
+        self.room_clock.pop(rid, None)
         old = self.rooms.pop(rid, None)
         if old is not None:
             for name in old["members"]:
@@ -377,7 +381,7 @@ class GatewayService:
                 return
             if len(raw.encode()) > s.max_frame_bytes:
                 metrics.CLOSED.labels(str(CLOSE_TOO_BIG)).inc()
-                conn.close_soon(CLOSE_TOO_BIG, "frame too big")
+                conn.close_after_queued(CLOSE_TOO_BIG, "frame too big")
                 return
             if self.draining:
                 continue  # intake stopped; the close with 1012 is coming
@@ -387,7 +391,7 @@ class GatewayService:
                 self._send_error(conn, "rate_limited", "slow down", cmid)
                 if conn.strikes >= s.rate_strikes_before_close:
                     metrics.CLOSED.labels(str(CLOSE_RATE)).inc()
-                    conn.close_soon(CLOSE_RATE, "rate limit exceeded")
+                    conn.close_after_queued(CLOSE_RATE, "rate limit exceeded")
                     return
                 continue
             try:
@@ -478,7 +482,8 @@ class GatewayService:
             stored = await asyncio.to_thread(self._stored_message, mid, conn.user_id)
             if stored is not None:
                 return stored
-        sent = now_ms()
+        sent = max(now_ms(), self.room_clock.get(room_id, 0) + 1)
+        self.room_clock[room_id] = sent
         msg = message_object(mid, room_id, conn.username, frame.body, sent, frame.client_msg_id)
         body = orjson.dumps(
             {
@@ -606,6 +611,9 @@ class GatewayService:
         if not self.seen.add_new(msg["id"], None):
             return  # a retried or doubly routed message: each socket gets it once
         self.acked.put((event["sender_id"], msg["client_msg_id"]), msg)
+        sent = event.get("sent_ms")
+        if isinstance(sent, int) and sent > self.room_clock.get(msg["room"], 0):
+            self.room_clock[msg["room"]] = sent
         origin = event.get("origin") or {}
         skip = origin.get("conn") if origin.get("gw") == self.gw else None
         text = orjson.dumps({"type": "message", "message": msg}).decode()

@@ -107,7 +107,8 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 class WsClient:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.frames: list[dict[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []  # everything received
+        self.unmatched: list[dict[str, Any]] = []  # received, not yet returned by expect()
         self.ready: dict[str, Any] = {}
 
     @classmethod
@@ -138,15 +139,25 @@ class WsClient:
     async def expect(
         self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0
     ) -> dict[str, Any]:
-        """The next frame matching pred (earlier frames are kept in self.frames)."""
+        """The oldest not-yet-matched frame matching pred, waiting for it if needed."""
+        for i, frame in enumerate(self.unmatched):
+            if pred(frame):
+                del self.unmatched[i]
+                return frame
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-5:]}")
-            frame = await self.recv(left)
+            try:
+                frame = await self.recv(left)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no matching frame within {timeout}s; got {self.frames[-5:]}"
+                ) from None
             if pred(frame):
                 return frame
+            self.unmatched.append(frame)
 
     async def send_message(
         self,

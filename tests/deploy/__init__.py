@@ -1,0 +1,1 @@
+"""Packaging checks: Dockerfile, Kubernetes manifests, kustomize build, manifest smoke test."""
