@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         relay = OutboxRelay(engine, bus, poll_interval=1.0)
         flask_app = create_auth_app(settings, relay=relay)
-        auth_asgi = WSGIMiddleware(flask_app, workers=8)  # type: ignore[arg-type]
+        auth_asgi = WSGIMiddleware(flask_app, workers=8)  # type: ignore[arg-type,assignment]
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "target": settings.target})

@@ -530,11 +530,11 @@ class GatewayService:
     async def _direct_room(self, conn: Connection, username: str) -> tuple[str, str | None]:
         """The direct room with ``username``; the peer's id if this send created it."""
         for rid in self.user_rooms.get(conn.user_id, ()):
-            room = self.rooms.get(rid)
+            cached = self.rooms.get(rid)
             if (
-                room
-                and room["kind"] == "direct"
-                and username in room["members"]
+                cached
+                and cached["kind"] == "direct"
+                and username in cached["members"]
                 and username != conn.username
             ):
                 return rid, None

@@ -11,11 +11,11 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractRobustExchange,
 )
 
 from services.common import topology
@@ -30,14 +30,16 @@ class AmqpBus(Bus):
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractRobustChannel | None = None
         self._ctl: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractRobustExchange] = {}
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._consumer_channels: list[AbstractRobustChannel] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def connect(self) -> None:
+        # the heartbeat bounds how fast a dead broker is noticed; ?heartbeat=N in the URL wins
+        extra: dict[str, Any] = {} if "heartbeat=" in self.url else {"heartbeat": 10}
         self._conn = await aio_pika.connect_robust(
-            self.url, heartbeat=10, client_properties={"connection_name": "chat"}
+            self.url, client_properties={"connection_name": "chat"}, **extra
         )
         self._conn.reconnect_callbacks.add(self._reconnected)
         self._conn.close_callbacks.add(self._closed)
