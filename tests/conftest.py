@@ -6,17 +6,18 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import services as svc
 from tests.support.client import Stack
-from tools.cluster import PYTHON, ROOT, Cluster, free_port, wait_http
+from tools.cluster import PYTHON, ROOT, Cluster, Proc, free_port, wait_http
 
 FAST_ENV = {
     "CHAT_PRESENCE_HEARTBEAT": "1",
@@ -139,3 +140,22 @@ def cluster_url(cluster: Cluster) -> str:
     if cluster.port is None:
         svc.missing("nginx is not installed (run `make setup-system`)")
     return cluster.base_url
+
+
+@pytest.fixture
+def kill_gateway(cluster: Cluster) -> Iterator[Callable[[str | None], str]]:
+    """kill -9 one gateway (the one named, else the first alive); restarted after the test."""
+    killed: list[Proc] = []
+
+    def kill(gateway_id: str | None = None) -> str:
+        procs = [g for g in cluster.gateway_procs if g.alive()]
+        target = next((g for g in procs if g.env.get("CHAT_GATEWAY_ID") == gateway_id), procs[0])
+        target.signal(signal.SIGKILL)
+        assert target.popen is not None
+        target.popen.wait(10)
+        killed.append(target)
+        return target.env["CHAT_GATEWAY_ID"]
+
+    yield kill
+    for g in killed:
+        g.restart()

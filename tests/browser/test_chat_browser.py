@@ -1,0 +1,475 @@
+"""End-to-end tests of the web client in real headless Chromium (Debian's package, never a
+downloaded browser) against the scaled mode behind nginx (`cluster_url`).
+
+Every wait is a condition with a deadline (Playwright's expect / wait_for_function), never a
+fixed sleep. Screenshots of the main screens go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.scaled]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+PASSWORD = "Browser-test pass 7"
+WAIT_MS = 20_000  # deadline for one UI condition
+RECONNECT_MS = 40_000  # deadline for a reconnect after a gateway died
+XSS = "<img src=x onerror=alert(1)>"
+
+# Chromium reports this for the meta CSP (the servers send frame-ancestors as a header too).
+IGNORED_CONSOLE = ("frame-ancestors' is ignored when delivered via a <meta> element",)
+
+
+def _expect() -> Any:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    return expect
+
+
+def uname(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+class Tab:
+    """One page of the client in its own browser context (its own sessionStorage)."""
+
+    def __init__(
+        self,
+        browser: Any,
+        base: str,
+        *,
+        viewport: dict[str, int] | None = None,
+        session_from: Tab | None = None,
+    ) -> None:
+        self.base = base
+        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+        if session_from is not None:
+            # the same login session in a second browser: copy the tab's sessionStorage
+            entries = session_from.page.evaluate(
+                "() => JSON.stringify(Object.entries(sessionStorage))"
+            )
+            self.context.add_init_script(
+                "if (!sessionStorage.getItem('test.copied')) {"
+                f" for (const [k, v] of {entries}) sessionStorage.setItem(k, v);"
+                " sessionStorage.setItem('test.copied', '1'); }"
+            )
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", self._on_dialog)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", self._on_console)
+        self.username = ""
+        self.response = self.page.goto(base + "/")
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def _on_console(self, msg: Any) -> None:
+        if msg.type == "error" and not any(s in msg.text for s in IGNORED_CONSOLE):
+            # failed requests the test provokes on purpose (404 user_not_found) are fine
+            if "Failed to load resource" not in msg.text:
+                self.errors.append(msg.text)
+
+    def close(self) -> None:
+        self.context.close()
+
+    # ---- actions
+    def register(self, username: str) -> Tab:
+        self.username = username
+        p = self.page
+        p.fill("#username", username)
+        p.fill("#password", PASSWORD)
+        p.click("#register-btn")
+        self.expect_online()
+        _expect()(p.locator("#me")).to_have_text(username)
+        return self
+
+    def expect_online(self, timeout: int = WAIT_MS) -> None:
+        _expect()(self.page.locator("#conn-state")).to_have_text("online", timeout=timeout)
+
+    def open_dm(self, username: str) -> str:
+        p = self.page
+        p.fill("#new-dm-input", username)
+        p.click("#new-dm-btn")
+        _expect()(p.locator("#room-title")).to_have_text(username)
+        return self.active_room()
+
+    def active_room(self) -> str:
+        _expect()(self.page.locator("#room-pane")).not_to_have_attribute("data-active-room", "")
+        rid = self.page.get_attribute("#room-pane", "data-active-room")
+        assert rid
+        return rid
+
+    def open_room(self, room_id: str) -> None:
+        item = self.page.locator(f'[data-room-id="{room_id}"]')
+        _expect()(item).to_be_visible()
+        item.click()
+        _expect()(self.page.locator("#room-pane")).to_have_attribute("data-active-room", room_id)
+
+    def send(self, text: str) -> None:
+        p = self.page
+        p.fill("#composer-input", text)
+        p.press("#composer-input", "Enter")
+
+    def expect_bodies(self, bodies: list[str]) -> None:
+        """The confirmed messages on screen, in order."""
+        _expect()(self.page.locator("#messages [data-msg-id] .msg-body")).to_have_text(bodies)
+
+    def msg_ids(self) -> list[str]:
+        ids: list[str] = self.page.eval_on_selector_all(
+            "#messages [data-msg-id]", "els => els.map(e => e.dataset.msgId)"
+        )
+        return ids
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+    def assert_clean(self) -> None:
+        assert self.dialogs == [], f"{self.username}: dialogs opened: {self.dialogs}"
+        assert self.errors == [], f"{self.username}: page errors: {self.errors}"
+
+
+EXACTLY_ONCE_JS = """
+(expected) => {
+  const els = [...document.querySelectorAll('#messages [data-msg-id]')];
+  if (document.querySelector('#messages .pending, #messages .failed')) return false;
+  const ids = els.map((e) => e.dataset.msgId);
+  const bodies = els.map((e) => e.querySelector('.msg-body').textContent).sort();
+  const want = [...expected].sort();
+  return new Set(ids).size === ids.length && JSON.stringify(bodies) === JSON.stringify(want);
+}
+"""
+
+
+def wait_exactly_once(tab: Tab, expected: list[str], timeout: int) -> None:
+    """Every expected body shown once, confirmed (no pending/failed), ids unique."""
+    try:
+        tab.page.wait_for_function(EXACTLY_ONCE_JS, arg=expected, timeout=timeout)
+    except Exception as exc:
+        state = tab.page.evaluate(
+            """() => [...document.querySelectorAll('#messages [data-testid=message]')].map((e) =>
+                 [e.dataset.msgId || null, e.className, e.querySelector('.msg-body').textContent])"""
+        )
+        bodies = Counter(s[2] for s in state if s[0])
+        missing = [b for b in expected if bodies[b] == 0]
+        doubled = [b for b, n in bodies.items() if n > 1]
+        raise AssertionError(
+            f"{tab.username}: missing={missing} doubled={doubled} "
+            f"not-confirmed={[s for s in state if not s[0]]} "
+            f"conn={tab.page.get_attribute('#conn-state', 'data-state')}"
+        ) from exc
+    ids = tab.msg_ids()
+    counts = Counter(ids)
+    assert all(n == 1 for n in counts.values()), f"duplicated ids: {counts.most_common(3)}"
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+def test_two_users_chat_both_ways_by_username(browser: Any, cluster_url: str) -> None:
+    expect = _expect()
+    alice = Tab(browser, cluster_url)
+    bob = Tab(browser, cluster_url)
+    try:
+        # the servers send the CSP as a header too
+        assert alice.response is not None
+        csp = alice.response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "object-src 'none'" in csp, csp
+        expect(alice.page.locator("#login-btn")).to_be_visible()
+        expect(alice.page.locator("#conn-state")).to_have_text("offline")
+        alice.shot("login")
+
+        a_name, b_name = uname("alice"), uname("bob")
+        alice.register(a_name)
+        bob.register(b_name)
+
+        # an unknown username is reported clearly
+        alice.page.fill("#new-dm-input", uname("nobody"))
+        alice.page.click("#new-dm-btn")
+        expect(alice.page.locator("#error-banner")).to_be_visible()
+        expect(alice.page.locator("#error-banner")).to_contain_text("no user")
+
+        room = alice.open_dm(b_name)
+        alice.send("hi bob")
+        alice.expect_bodies(["hi bob"])
+
+        # bob: the room appears by itself, unread 1, alice shown online
+        item = bob.page.locator(f'[data-room-id="{room}"]')
+        expect(item.locator(".unread")).to_have_text("1")
+        expect(item.locator(".online-dot.on")).to_have_count(1)
+        expect(alice.page.locator(f'[data-room-id="{room}"] .online-dot.on')).to_have_count(1)
+        bob.open_room(room)
+        expect(item.locator(".unread")).to_be_hidden()
+        bob.expect_bodies(["hi bob"])
+
+        # typing indicator, then the answer
+        bob.page.fill("#composer-input", "typing a reply")
+        expect(alice.page.locator("#typing")).to_have_text(f"{b_name} is typing…")
+        bob.send("hello alice")
+        alice.expect_bodies(["hi bob", "hello alice"])
+        bob.expect_bodies(["hi bob", "hello alice"])
+        expect(alice.page.locator("#typing")).to_have_text("")
+        alice.send("how are you?")
+        bob.expect_bodies(["hi bob", "hello alice", "how are you?"])
+        expect(alice.page.locator(".msg-sender").first).to_have_text(a_name)
+
+        # the 4000-character limit is enforced before sending
+        alice.page.fill("#composer-input", "x" * 4001)
+        expect(alice.page.locator("#send-btn")).to_be_disabled()
+        expect(alice.page.locator("#char-count.over")).to_be_visible()
+        alice.page.fill("#composer-input", "")
+        alice.shot("chat")
+
+        # bob goes away: alice sees him offline
+        bob.close()
+        expect(alice.page.locator(f'[data-room-id="{room}"] .online-dot.on')).to_have_count(0)
+        alice.assert_clean()
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_third_user_joins_group(browser: Any, cluster_url: str) -> None:
+    expect = _expect()
+    ann, ben, cat = (Tab(browser, cluster_url) for _ in range(3))
+    try:
+        a_name, b_name, c_name = uname("ann"), uname("ben"), uname("cat")
+        ann.register(a_name)
+        ben.register(b_name)
+        cat.register(c_name)
+
+        group = f"Team {secrets.token_hex(2)}"
+        ghost = uname("ghost")
+        ann.page.fill("#new-group-name", group)
+        ann.page.fill("#new-group-members", f"{b_name}, {ghost}")
+        ann.page.click("#new-group-btn")
+        expect(ann.page.locator("#error-banner")).to_contain_text(ghost)  # names the unknown
+        ann.page.fill("#new-group-members", b_name)
+        ann.page.click("#new-group-btn")
+        expect(ann.page.locator("#room-title")).to_have_text(group)
+        room = ann.active_room()
+        ann.send("welcome ben")
+        ann.expect_bodies(["welcome ben"])
+
+        ben.open_room(room)
+        ben.expect_bodies(["welcome ben"])
+        ben.send("thanks ann")
+        ann.expect_bodies(["welcome ben", "thanks ann"])
+
+        # ann adds cat: the group appears for cat, with its history
+        ann.page.fill("#add-member-input", c_name)
+        ann.page.click("#add-member-btn")
+        expect(ann.page.locator(f'#member-list [data-member="{c_name}"]')).to_be_visible()
+        cat.open_room(room)
+        expect(cat.page.locator("#room-title")).to_have_text(group)
+        cat.expect_bodies(["welcome ben", "thanks ann"])
+        cat.send("hello from cat")
+        for t in (ann, ben, cat):
+            t.expect_bodies(["welcome ben", "thanks ann", "hello from cat"])
+        ben.send("hi cat")
+        cat.expect_bodies(["welcome ben", "thanks ann", "hello from cat", "hi cat"])
+        expect(ann.page.locator("#member-list [data-member]")).to_have_count(3)
+        ann.shot("group")
+
+        # the owner removes ben: the room disappears from ben's list
+        ann.page.click(f'[data-remove-member="{b_name}"]')
+        expect(ben.page.locator(f'[data-room-id="{room}"]')).to_have_count(0)
+        expect(ann.page.locator(f'#member-list [data-member="{b_name}"]')).to_have_count(0)
+
+        # cat leaves
+        cat.page.click("#leave-btn")
+        expect(cat.page.locator(f'[data-room-id="{room}"]')).to_have_count(0)
+        expect(ann.page.locator(f'#member-list [data-member="{c_name}"]')).to_have_count(0)
+        ann.send("just me now")
+        ann.expect_bodies(["welcome ben", "thanks ann", "hello from cat", "hi cat", "just me now"])
+        for t in (ann, ben, cat):
+            t.assert_clean()
+    finally:
+        for t in (ann, ben, cat):
+            t.close()
+
+
+def test_logout_in_one_tab_ends_the_session(browser: Any, cluster_url: str) -> None:
+    expect = _expect()
+    first = Tab(browser, cluster_url)
+    second: Tab | None = None
+    try:
+        name = uname("dan")
+        first.register(name)
+        second = Tab(browser, cluster_url, session_from=first)  # same session, other browser
+        second.username = name
+        second.expect_online()
+        expect(second.page.locator("#me")).to_have_text(name)
+
+        first.page.click("#logout-btn")
+        expect(first.page.locator("#login-view")).to_be_visible()
+        expect(first.page.locator("#conn-state")).to_have_text("offline")
+
+        # the other tab's socket is closed with 4001; its refresh token is dead too
+        expect(second.page.locator("#login-view")).to_be_visible()
+        expect(second.page.locator("#conn-state")).to_have_attribute("data-close-code", "4001")
+        expect(second.page.locator("#conn-state")).to_have_text("offline")
+        expect(second.page.locator("#error-banner")).to_contain_text("session has ended")
+        second.page.reload()
+        expect(second.page.locator("#login-view")).to_be_visible()
+        expect(second.page.locator("#chat-view")).to_be_hidden()
+
+        # and logging in again works
+        second.page.fill("#username", name)
+        second.page.fill("#password", PASSWORD)
+        second.page.click("#login-btn")
+        second.expect_online()
+        first.assert_clean()
+        second.assert_clean()
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def _kill(kill_gateway: Callable[..., Any], gateway_id: str | None) -> Any:
+    """kill_gateway(gateway_id) if the fixture takes the id of the gateway to kill."""
+    try:
+        takes_arg = len(inspect.signature(kill_gateway).parameters) > 0
+    except (TypeError, ValueError):
+        takes_arg = False
+    return kill_gateway(gateway_id) if takes_arg else kill_gateway()
+
+
+def test_gateway_killed_while_chatting_every_message_once(
+    browser: Any, cluster_url: str, kill_gateway: Callable[..., Any]
+) -> None:
+    expect = _expect()
+    eve, fay = Tab(browser, cluster_url), Tab(browser, cluster_url)
+    try:
+        e_name, f_name = uname("eve"), uname("fay")
+        eve.register(e_name)
+        fay.register(f_name)
+        room = eve.open_dm(f_name)
+        fay.open_room(room)
+
+        sent: list[str] = []
+
+        def say(tab: Tab, text: str) -> None:
+            tab.send(text)
+            sent.append(text)
+
+        for i in range(4):
+            say(eve, f"eve before {i}")
+            say(fay, f"fay before {i}")
+        wait_exactly_once(eve, sent, WAIT_MS)
+
+        connects = int(eve.page.get_attribute("#conn-state", "data-connects") or "0")
+        gateway = eve.page.get_attribute("#conn-state", "data-gateway") or None
+        _kill(kill_gateway, gateway)
+
+        # keep talking while eve's connection is down: hers wait as pending, then go out
+        for i in range(4):
+            say(eve, f"eve during {i}")
+            say(fay, f"fay during {i}")
+
+        eve.page.wait_for_function(
+            "(n) => Number(document.querySelector('#conn-state').dataset.connects) > n",
+            arg=connects,
+            timeout=RECONNECT_MS,
+        )
+        eve.expect_online(RECONNECT_MS)
+        fay.expect_online(RECONNECT_MS)
+        assert eve.page.get_attribute("#conn-state", "data-gateway") != gateway or gateway is None
+
+        for i in range(3):
+            say(eve, f"eve after {i}")
+            say(fay, f"fay after {i}")
+
+        wait_exactly_once(eve, sent, RECONNECT_MS)
+        wait_exactly_once(fay, sent, RECONNECT_MS)
+        assert sorted(eve.msg_ids()) == sorted(fay.msg_ids())
+        expect(eve.page.locator("#messages .pending")).to_have_count(0)
+        eve.assert_clean()
+        fay.assert_clean()
+    finally:
+        eve.close()
+        fay.close()
+
+
+def test_html_in_a_message_is_shown_as_text(browser: Any, cluster_url: str) -> None:
+    expect = _expect()
+    gus, hal = Tab(browser, cluster_url), Tab(browser, cluster_url)
+    try:
+        g_name, h_name = uname("gus"), uname("hal")
+        gus.register(g_name)
+        hal.register(h_name)
+        room = gus.open_dm(h_name)
+        hal.open_room(room)
+        payloads = [XSS, "<script>alert(2)</script>", '<b onmouseover="alert(3)">bold</b>']
+        for text in payloads:
+            gus.send(text)
+        for t in (gus, hal):
+            t.expect_bodies(payloads)
+            expect(t.page.locator("#messages img")).to_have_count(0)
+            expect(t.page.locator("#messages script")).to_have_count(0)
+            expect(t.page.locator("#messages b")).to_have_count(0)
+        hal.page.hover("#messages [data-msg-id] >> nth=2")
+
+        # a group name is user data too
+        hal.page.fill("#new-group-name", XSS)
+        hal.page.fill("#new-group-members", g_name)
+        hal.page.click("#new-group-btn")
+        expect(hal.page.locator("#room-title")).to_have_text(XSS)
+        group = hal.active_room()
+        expect(gus.page.locator(f'[data-room-id="{group}"] .room-name')).to_have_text(XSS)
+        hal.send(XSS)
+        hal.expect_bodies([XSS])
+        gus.open_room(group)
+        gus.expect_bodies([XSS])
+        for t in (gus, hal):
+            assert t.page.locator("img").count() == 0
+            t.assert_clean()  # had any of it run, alert() would have opened a dialog
+    finally:
+        gus.close()
+        hal.close()
+
+
+def test_phone_sized_screen(browser: Any, cluster_url: str) -> None:
+    expect = _expect()
+    phone = {"width": 390, "height": 780}
+    ivy, jon = Tab(browser, cluster_url, viewport=phone), Tab(browser, cluster_url)
+    try:
+        i_name, j_name = uname("ivy"), uname("jon")
+        jon.register(j_name)
+        ivy.register(i_name)
+        # no room open yet: the sidebar is shown, the toggle is there
+        expect(ivy.page.locator("#sidebar-toggle")).to_be_visible()
+        expect(ivy.page.locator("#new-dm-input")).to_be_visible()
+        room = ivy.open_dm(j_name)
+        # a room was picked: the sidebar slid away, the conversation fills the screen
+        expect(ivy.page.locator("#new-dm-input")).not_to_be_in_viewport()
+        jon.open_room(room)
+        jon.send("hello from a laptop")
+        ivy.send("hello from a phone")
+        ivy.expect_bodies(["hello from a laptop", "hello from a phone"])
+        width = ivy.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= phone["width"], f"horizontal overflow: {width}px"
+        ivy.shot("mobile")
+        ivy.page.click("#sidebar-toggle")
+        expect(ivy.page.locator(f'[data-room-id="{room}"]')).to_be_in_viewport()
+        ivy.shot("mobile-sidebar")
+        ivy.page.click(f'[data-room-id="{room}"]')
+        expect(ivy.page.locator("#new-dm-input")).not_to_be_in_viewport()
+        ivy.assert_clean()
+    finally:
+        ivy.close()
+        jon.close()

@@ -1,0 +1,245 @@
+// The page's controls: login and registration, the sidebar forms, the member panel, the
+// composer (with the typing indicator and the length limit) and the message actions.
+
+import { errorText } from './errors.js';
+import { codePoints } from './store.js';
+import { MAX_BODY } from './ui.js';
+
+const TYPING_SEND_EVERY_MS = 3_000;
+export const mobile = window.matchMedia('(max-width: 700px)');
+
+function autoGrow(input) {
+  input.rows = Math.min(6, Math.max(1, input.value.split('\n').length));
+}
+
+async function busy(button, fn) {
+  button.disabled = true;
+  try {
+    return await fn();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function parseNames(text) {
+  return [...new Set(text.split(/[\s,;]+/).map((s) => s.trim().toLowerCase()).filter(Boolean))];
+}
+
+export function bindControls(app) {
+  const { store, ui, api, session, outbox } = app;
+  const el = ui.el;
+  const lastTypingSent = new Map(); // room id -> ms
+
+  el['login-form'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    doLogin(false);
+  });
+  el['register-btn'].addEventListener('click', () => doLogin(true));
+
+  el['logout-btn'].addEventListener('click', () => busy(el['logout-btn'], async () => {
+    await api.logout();
+    app.endSession('logout');
+  }));
+
+  el['sidebar-toggle'].addEventListener('click', () => {
+    ui.setSidebar(!document.body.classList.contains('sidebar-open'));
+  });
+  el['sidebar-backdrop'].addEventListener('click', () => ui.setSidebar(false));
+  el['members-toggle'].addEventListener('click', () => ui.toggleDetails());
+
+  el['room-list'].addEventListener('click', (ev) => {
+    const li = ev.target.closest('[data-room-id]');
+    if (li) app.openRoom(li.dataset.roomId);
+  });
+
+  el['new-dm-form'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const username = el['new-dm-input'].value.trim().toLowerCase();
+    if (!username) return;
+    if (store.isMe(username)) {
+      ui.showBanner('You cannot start a direct chat with yourself.');
+      return;
+    }
+    busy(el['new-dm-btn'], async () => {
+      try {
+        const room = await api.createDirect(username);
+        store.upsertRoom(room, true);
+        app.refreshPresence(room.members || []);
+        el['new-dm-input'].value = '';
+        ui.hideBanner();
+        app.openRoom(room.id);
+      } catch (e) {
+        app.showError(e, { username });
+      }
+    });
+  });
+
+  el['new-group-form'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = el['new-group-name'].value.trim();
+    const members = parseNames(el['new-group-members'].value).filter((m) => !store.isMe(m));
+    if (!name) {
+      ui.showBanner('Give the group a name.');
+      return;
+    }
+    busy(el['new-group-btn'], async () => {
+      try {
+        const room = await api.createGroup(name, members);
+        store.upsertRoom(room, true);
+        app.refreshPresence(room.members || []);
+        el['new-group-name'].value = '';
+        el['new-group-members'].value = '';
+        ui.hideBanner();
+        app.openRoom(room.id);
+      } catch (e) {
+        app.showError(e, { useServerMessage: true });
+      }
+    });
+  });
+
+  el['add-member-form'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const roomId = store.activeRoomId;
+    const username = el['add-member-input'].value.trim().toLowerCase();
+    if (!roomId || !username) return;
+    busy(el['add-member-btn'], async () => {
+      try {
+        const room = await api.addMember(roomId, username);
+        if (room && room.id) store.upsertRoom(room);
+        app.refreshPresence([username]);
+        el['add-member-input'].value = '';
+        ui.hideBanner();
+        ui.invalidate('header');
+      } catch (e) {
+        app.showError(e, { username });
+      }
+    });
+  });
+
+  el['member-list'].addEventListener('click', (ev) => {
+    const btn = ev.target.closest('[data-remove-member]');
+    const roomId = store.activeRoomId;
+    if (!btn || !roomId) return;
+    const username = btn.dataset.removeMember;
+    busy(btn, async () => {
+      try {
+        await api.removeMember(roomId, username);
+        const room = store.rooms.get(roomId);
+        if (room) {
+          store.upsertRoom({ ...room, members: room.members.filter((m) => m !== username) });
+        }
+        ui.invalidate('header');
+      } catch (e) {
+        app.showError(e, { username });
+      }
+    });
+  });
+
+  el['leave-btn'].addEventListener('click', () => {
+    const roomId = store.activeRoomId;
+    if (!roomId || !store.me) return;
+    busy(el['leave-btn'], async () => {
+      try {
+        await api.removeMember(roomId, store.me.username);
+        app.dropRoom(roomId);
+        ui.setSidebar(true);
+      } catch (e) {
+        app.showError(e);
+      }
+    });
+  });
+
+  const input = el['composer-input'];
+  el.composer.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sendComposer();
+  });
+  input.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      sendComposer();
+    }
+  });
+  input.addEventListener('input', () => {
+    autoGrow(input);
+    ui.invalidate('composer');
+    const roomId = store.activeRoomId;
+    const socket = app.socket();
+    if (!roomId || !socket || input.value.trim() === '') return;
+    const now = Date.now();
+    if (now - (lastTypingSent.get(roomId) || 0) >= TYPING_SEND_EVERY_MS) {
+      if (socket.send({ type: 'typing', room: roomId })) lastTypingSent.set(roomId, now);
+    }
+  });
+
+  el.messages.addEventListener('click', (ev) => {
+    const retry = ev.target.closest('[data-retry]');
+    const discard = ev.target.closest('[data-discard]');
+    if (retry) outbox.retry(retry.dataset.retry);
+    else if (discard) outbox.discard(discard.dataset.discard);
+    else return;
+    ui.invalidate('messages');
+  });
+
+  el.messages.addEventListener('scroll', () => {
+    if (ui.nearTop()) app.maybeLoadOlder();
+  }, { passive: true });
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden || !store.activeRoomId) return;
+    const s = store.state.get(store.activeRoomId);
+    if (s && s.unread) {
+      s.unread = 0;
+      ui.invalidate('rooms');
+    }
+  });
+
+  mobile.addEventListener('change', () => ui.setSidebar(mobile.matches && !store.activeRoomId));
+
+  function sendComposer() {
+    const input = ui.el['composer-input'];
+    const roomId = store.activeRoomId;
+    if (!roomId || !store.rooms.has(roomId)) return;
+    const body = input.value;
+    if (body.trim() === '') {
+      ui.showBanner(errorText('empty_body'));
+      return;
+    }
+    if (codePoints(body) > MAX_BODY) {
+      ui.showBanner(errorText('body_too_long'));
+      return;
+    }
+    const p = store.addPending(roomId, body);
+    input.value = '';
+    autoGrow(input);
+    outbox.transmit(p); // offline: it stays pending and goes out after the next `ready`
+    lastTypingSent.delete(roomId); // the others cleared our indicator when the message came
+    store.touch(roomId);
+    ui.scrollToBottom();
+    ui.invalidate('messages', 'rooms', 'composer');
+  }
+
+  async function doLogin(register) {
+    const username = el.username.value.trim().toLowerCase();
+    const password = el.password.value;
+    if (!username || !password) {
+      ui.showBanner('Enter a username and a password.');
+      return;
+    }
+    el['login-btn'].disabled = true;
+    el['register-btn'].disabled = true;
+    try {
+      if (register) await api.register(username, password);
+      const pair = await api.login(username, password);
+      session.set(pair, username);
+      ui.hideBanner();
+      el.password.value = '';
+      app.enterChat();
+    } catch (e) {
+      app.showError(e);
+    } finally {
+      el['login-btn'].disabled = false;
+      el['register-btn'].disabled = false;
+    }
+  }
+}

@@ -1,0 +1,465 @@
+// Rendering. Every piece of user data goes into the page through textContent or an attribute
+// value, never through innerHTML. Renders are batched: invalidate() marks parts dirty and one
+// pass at the end of the current task redraws them.
+
+import { codePoints } from './store.js';
+
+export const MAX_BODY = 4000;
+const GROUP_MS = 5 * 60_000;
+
+/** Create an element. props: class, text, dataset, any attribute; children: nodes or strings. */
+export function h(tag, props = {}, children = []) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k === 'dataset') {
+      for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) e.dataset[dk] = dv;
+    } else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of [].concat(children)) if (c !== null && c !== undefined && c !== false) e.append(c);
+  return e;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+const dayFmt = new Intl.DateTimeFormat(undefined, {
+  weekday: 'long', year: 'numeric', month: 'long', day: 'numeric',
+});
+
+function dayKey(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+}
+
+function dayLabel(ms) {
+  const now = new Date();
+  const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (dayKey(ms) === dayKey(now.getTime())) return 'Today';
+  if (dayKey(ms) === dayKey(yesterday.getTime())) return 'Yesterday';
+  return dayFmt.format(new Date(ms));
+}
+
+function reconcile(parent, nodes) {
+  let cur = parent.firstChild;
+  for (const n of nodes) {
+    if (n === cur) {
+      cur = cur.nextSibling;
+      continue;
+    }
+    parent.insertBefore(n, cur);
+  }
+  while (cur) {
+    const next = cur.nextSibling;
+    parent.removeChild(cur);
+    cur = next;
+  }
+}
+
+const $ = (id) => document.getElementById(id);
+
+export class UI {
+  constructor(store) {
+    this.store = store;
+    this.el = {};
+    for (const id of [
+      'topbar', 'sidebar-toggle', 'conn-state', 'me', 'logout-btn', 'error-banner', 'error-text',
+      'error-close', 'login-view', 'login-form', 'username', 'password', 'login-btn',
+      'register-btn', 'chat-view', 'sidebar', 'sidebar-backdrop', 'new-dm-form', 'new-dm-input',
+      'new-dm-btn', 'new-group-form', 'new-group-name', 'new-group-members', 'new-group-btn',
+      'room-list', 'no-rooms', 'room-pane', 'room-header', 'room-dot', 'room-title', 'room-sub',
+      'members-toggle', 'leave-btn', 'room-body', 'messages', 'empty-pane', 'typing', 'composer',
+      'composer-input', 'send-btn', 'char-count', 'room-details', 'member-list',
+      'add-member-form', 'add-member-input', 'add-member-btn',
+    ]) {
+      this.el[id] = $(id);
+    }
+    this.dirty = new Set();
+    this.scheduled = false;
+    this.nodes = new Map(); // key -> element, for the messages of the room on screen
+    this.renderedRoom = null;
+    this.stickBottom = true;
+    this.bannerTimer = null;
+    this.typingTimer = null;
+    this.connected = false;
+    this.afterMessages = null; // hook: called after each render of the message list
+
+    this.el['error-close'].addEventListener('click', () => this.hideBanner());
+    this.el.messages.addEventListener('scroll', () => {
+      const box = this.el.messages;
+      this.stickBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    }, { passive: true });
+  }
+
+  invalidate(...parts) {
+    for (const p of parts) this.dirty.add(p);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  flush() {
+    this.scheduled = false;
+    const d = this.dirty;
+    this.dirty = new Set();
+    if (d.has('rooms')) this.renderRooms();
+    if (d.has('header')) this.renderHeader();
+    if (d.has('messages')) {
+      this.renderMessages();
+      if (this.afterMessages) this.afterMessages();
+    }
+    if (d.has('typing')) this.renderTyping();
+    if (d.has('composer')) this.renderComposer();
+    const unread = this.store.totalUnread();
+    document.title = unread ? `(${unread}) Chat` : 'Chat';
+  }
+
+  // ---- views
+  showLogin() {
+    document.body.classList.add('logged-out');
+    document.body.classList.remove('sidebar-open');
+    this.el['login-view'].hidden = false;
+    this.el['chat-view'].hidden = true;
+    this.el['logout-btn'].hidden = true;
+    this.el.me.textContent = '';
+    this.el['room-list'].replaceChildren();
+    this.el.messages.replaceChildren();
+    this.nodes = new Map();
+    this.renderedRoom = null;
+    this.el.typing.textContent = '';
+    this.el['login-btn'].disabled = false;
+    this.el['register-btn'].disabled = false;
+    this.el.password.value = '';
+    this.el.username.focus();
+  }
+
+  showChat() {
+    document.body.classList.remove('logged-out');
+    this.el['login-view'].hidden = true;
+    this.el['chat-view'].hidden = false;
+    this.el['logout-btn'].hidden = false;
+    if (!this.store.activeRoomId) this.setSidebar(true);
+    this.invalidate('rooms', 'header', 'messages', 'typing', 'composer');
+  }
+
+  setMe(username) {
+    this.el.me.textContent = username || '';
+  }
+
+  setSidebar(open) {
+    document.body.classList.toggle('sidebar-open', open);
+    this.el['sidebar-toggle'].setAttribute('aria-expanded', String(open));
+  }
+
+  toggleDetails() {
+    const open = !this.el['room-body'].classList.contains('details-open');
+    this.el['room-body'].classList.toggle('details-open', open);
+    this.el['members-toggle'].setAttribute('aria-expanded', String(open));
+  }
+
+  setConnState(state) {
+    const c = this.el['conn-state'];
+    c.textContent = state;
+    c.dataset.state = state;
+    this.connected = state === 'online';
+    this.invalidate('composer');
+  }
+
+  // ---- banner
+  showBanner(text, kind = 'error', ms = 12_000) {
+    const b = this.el['error-banner'];
+    this.el['error-text'].textContent = text;
+    b.dataset.kind = kind;
+    b.hidden = false;
+    clearTimeout(this.bannerTimer);
+    if (ms) this.bannerTimer = setTimeout(() => this.hideBanner(), ms);
+  }
+
+  hideBanner() {
+    clearTimeout(this.bannerTimer);
+    this.el['error-banner'].hidden = true;
+    this.el['error-text'].textContent = '';
+  }
+
+  // ---- sidebar
+  renderRooms() {
+    const st = this.store;
+    const items = st.orderedRooms().map((room) => {
+      const s = st.state.get(room.id);
+      const unread = s ? s.unread : 0;
+      const active = room.id === st.activeRoomId;
+      const btn = h('button', {
+        type: 'button', class: 'room-btn', 'aria-current': active ? 'true' : null,
+      });
+      if (room.kind === 'direct') {
+        const peer = st.peerOf(room);
+        const on = st.online.has((peer || '').toLowerCase());
+        btn.append(h('span', {
+          class: on ? 'online-dot on' : 'online-dot',
+          title: on ? 'online' : 'offline',
+          role: 'img',
+          'aria-label': on ? 'online' : 'offline',
+          dataset: { user: peer },
+        }));
+      } else {
+        btn.append(h('span', { class: 'group-icon', text: '#', 'aria-hidden': 'true' }));
+      }
+      btn.append(h('span', { class: 'room-name', text: st.roomName(room) }));
+      btn.append(h('span', {
+        class: 'unread',
+        text: unread ? String(unread > 99 ? '99+' : unread) : '',
+        hidden: !unread,
+        dataset: { count: String(unread) },
+        'aria-label': `${unread} unread`,
+      }));
+      return h('li', {
+        class: `room${active ? ' active' : ''}${unread ? ' has-unread' : ''}`,
+        dataset: { roomId: room.id, kind: room.kind, testid: 'room' },
+      }, btn);
+    });
+    this.el['room-list'].replaceChildren(...items);
+    this.el['no-rooms'].hidden = items.length > 0;
+  }
+
+  // ---- room header and members
+  renderHeader() {
+    const st = this.store;
+    const room = st.rooms.get(st.activeRoomId) || null;
+    const isGroup = Boolean(room && room.kind === 'group');
+    this.el['room-title'].textContent = room ? st.roomName(room) : 'No conversation selected';
+    this.el['room-pane'].dataset.activeRoom = room ? room.id : '';
+    const dot = this.el['room-dot'];
+    if (room && room.kind === 'direct') {
+      const on = st.online.has((st.peerOf(room) || '').toLowerCase());
+      dot.hidden = false;
+      dot.className = on ? 'online-dot on' : 'online-dot';
+      this.el['room-sub'].textContent = on ? 'online' : 'offline';
+    } else {
+      dot.hidden = true;
+      this.el['room-sub'].textContent = isGroup ? `${(room.members || []).length} members` : '';
+    }
+    this.el['leave-btn'].hidden = !isGroup;
+    this.el['members-toggle'].hidden = !isGroup;
+    this.el['room-body'].classList.toggle('has-details', isGroup);
+    this.el['empty-pane'].hidden = Boolean(room);
+    this.el.messages.hidden = !room;
+    this.el.composer.hidden = !room;
+
+    const list = this.el['member-list'];
+    if (!isGroup) {
+      list.replaceChildren();
+      return;
+    }
+    const owner = (room.owner || '').toLowerCase();
+    const iAmOwner = st.isMe(room.owner) || Boolean(st.me && st.me.id && room.owner === st.me.id);
+    const members = [...(room.members || [])].sort();
+    list.replaceChildren(...members.map((m) => {
+      const on = st.online.has(m.toLowerCase()) || st.isMe(m);
+      const li = h('li', { class: 'member', dataset: { member: m } }, [
+        h('span', { class: on ? 'online-dot on' : 'online-dot', 'aria-hidden': 'true' }),
+        h('span', { class: 'member-name', text: m }),
+      ]);
+      if (m.toLowerCase() === owner) li.append(h('span', { class: 'tag', text: 'owner' }));
+      if (st.isMe(m)) li.append(h('span', { class: 'tag', text: 'you' }));
+      if (iAmOwner && !st.isMe(m)) {
+        li.append(h('button', {
+          type: 'button',
+          class: 'icon-btn remove-member',
+          title: `Remove ${m}`,
+          'aria-label': `Remove ${m}`,
+          dataset: { removeMember: m },
+          text: '×',
+        }));
+      }
+      return li;
+    }));
+  }
+
+  // ---- messages
+  renderMessages() {
+    const st = this.store;
+    const box = this.el.messages;
+    const roomId = st.activeRoomId;
+    if (this.renderedRoom !== roomId) {
+      box.replaceChildren();
+      this.nodes = new Map();
+      this.renderedRoom = roomId;
+      this.stickBottom = true;
+    }
+    if (!roomId) return;
+    const s = st.rs(roomId);
+
+    const atBottom = this.stickBottom;
+    let anchor = null;
+    let anchorOffset = 0;
+    if (!atBottom) {
+      for (const child of box.children) {
+        const key = child.dataset.key || '';
+        const isMessage = key.startsWith('m:') || key.startsWith('p:');
+        if (isMessage && child.offsetTop + child.offsetHeight > box.scrollTop) {
+          anchor = child;
+          anchorOffset = child.offsetTop - box.scrollTop;
+          break;
+        }
+      }
+    }
+
+    const desired = [this._statusNode(s)];
+    let lastDay = null;
+    const addDay = (ms) => {
+      const key = dayKey(ms);
+      if (key === lastDay) return;
+      lastDay = key;
+      desired.push(this._node(`d:${key}`, key, () => h('div', {
+        class: 'day-separator', role: 'separator', dataset: { testid: 'day-separator', day: key },
+      }, h('span', { text: dayLabel(ms) }))));
+    };
+    // a message right after one from the same sender (same day, within 5 min) hides its header
+    let prev = null;
+    const follow = (node, sender, ms) => {
+      const day = lastDay;
+      addDay(ms);
+      const cont = Boolean(prev && day === lastDay && prev.sender === sender && ms - prev.ms < GROUP_MS);
+      node.classList.toggle('cont', cont);
+      prev = { sender, ms };
+      desired.push(node);
+    };
+    for (const m of s.sorted()) {
+      follow(this._node(`m:${m.id}`, 'm', () => this._messageEl(m)), m.sender, m._ms);
+    }
+    const me = st.me ? st.me.username : '';
+    for (const p of st.pendingFor(roomId)) {
+      const node = this._node(`p:${p.cmid}`, `${p.state}|${p.error || ''}`, () => this._pendingEl(p));
+      follow(node, me, p.createdMs);
+    }
+    reconcile(box, desired);
+    const used = new Set(desired);
+    for (const [k, n] of this.nodes) if (!used.has(n)) this.nodes.delete(k);
+
+    if (atBottom) box.scrollTop = box.scrollHeight;
+    else if (anchor && anchor.isConnected) box.scrollTop = anchor.offsetTop - anchorOffset;
+  }
+
+  /** The node for `key`, made again when its signature changed. */
+  _node(key, sig, make) {
+    let n = this.nodes.get(key);
+    if (!n || n._sig !== sig) {
+      n = make();
+      n._sig = sig;
+      n.dataset.key = key;
+      this.nodes.set(key, n);
+    }
+    return n;
+  }
+
+  _statusNode(s) {
+    let text = '';
+    if (s.loaded === 'loading' || s.loadingOlder) text = 'Loading messages…';
+    else if (s.loaded === true && !s.hasOlder) text = 'This is the beginning of the conversation.';
+    else if (s.loaded === true) text = 'Scroll up for earlier messages.';
+    const n = this._node('status', 'status', () => h('div', { id: 'history-status', class: 'hint small' }));
+    if (n.textContent !== text) n.textContent = text;
+    return n;
+  }
+
+  _messageEl(m) {
+    const own = this.store.isMe(m.sender);
+    const d = new Date(m._ms);
+    return h('div', {
+      class: own ? 'msg own' : 'msg',
+      dataset: { msgId: m.id, clientMsgId: m.client_msg_id || null, sender: m.sender, testid: 'message' },
+    }, [
+      h('div', { class: 'msg-meta' }, [
+        h('span', { class: 'msg-sender', text: m.sender }),
+        h('time', { class: 'msg-time', datetime: m.sent_at, title: fullFmt.format(d), text: timeFmt.format(d) }),
+      ]),
+      h('div', { class: 'msg-body', text: m.body }),
+    ]);
+  }
+
+  _pendingEl(p) {
+    const failed = p.state === 'failed';
+    const status = failed
+      ? h('div', { class: 'msg-status msg-error', role: 'alert' }, [
+        h('span', { class: 'msg-error-text', text: p.error || 'Not sent.' }),
+        h('button', { type: 'button', class: 'link-btn', dataset: { retry: p.cmid }, text: 'Retry' }),
+        h('button', { type: 'button', class: 'link-btn', dataset: { discard: p.cmid }, text: 'Discard' }),
+      ])
+      : h('div', { class: 'msg-status', text: 'Sending…' });
+    return h('div', {
+      class: failed ? 'msg own failed' : 'msg own pending',
+      dataset: { clientMsgId: p.cmid, testid: 'message', code: p.code || null },
+    }, [
+      h('div', { class: 'msg-meta' }, [
+        h('span', { class: 'msg-sender', text: this.store.me ? this.store.me.username : '' }),
+        h('time', { class: 'msg-time', text: timeFmt.format(new Date(p.createdMs)) }),
+      ]),
+      h('div', { class: 'msg-body', text: p.body }),
+      status,
+    ]);
+  }
+
+  scrollToBottom() {
+    this.stickBottom = true;
+    this.invalidate('messages');
+  }
+
+  /** Is the message list too short to scroll (so scrolling up cannot ask for more)? */
+  needsMoreToFill() {
+    const box = this.el.messages;
+    return !box.hidden && box.scrollHeight <= box.clientHeight + 8;
+  }
+
+  nearTop() {
+    return this.el.messages.scrollTop < 120;
+  }
+
+  // ---- typing indicator
+  renderTyping() {
+    const st = this.store;
+    clearTimeout(this.typingTimer);
+    const roomId = st.activeRoomId;
+    const s = roomId ? st.state.get(roomId) : null;
+    const now = Date.now();
+    const names = [];
+    let next = Infinity;
+    if (s) {
+      for (const [name, until] of s.typing) {
+        if (until <= now) s.typing.delete(name);
+        else {
+          names.push(name);
+          next = Math.min(next, until);
+        }
+      }
+    }
+    names.sort();
+    let text = '';
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = 'Several people are typing…';
+    this.el.typing.textContent = text;
+    if (next !== Infinity) {
+      this.typingTimer = setTimeout(() => this.invalidate('typing'), next - now + 20);
+    }
+  }
+
+  // ---- composer
+  renderComposer() {
+    const st = this.store;
+    const hasRoom = Boolean(st.activeRoomId && st.rooms.has(st.activeRoomId));
+    const input = this.el['composer-input'];
+    input.disabled = !hasRoom;
+    const n = codePoints(input.value);
+    const over = n > MAX_BODY;
+    const counter = this.el['char-count'];
+    counter.classList.toggle('over', over);
+    if (over) counter.textContent = `${n}/${MAX_BODY}: ${n - MAX_BODY} too many`;
+    else if (n > MAX_BODY - 500) counter.textContent = `${n}/${MAX_BODY}`;
+    else counter.textContent = '';
+    this.el['send-btn'].disabled = !hasRoom || over || input.value.trim() === '';
+    input.placeholder = this.connected
+      ? 'Write a message…'
+      : 'Write a message… (it is sent when the connection is back)';
+  }
+}
