@@ -81,7 +81,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     setup_logging(settings.target, settings.log_level, settings.log_json)
     components = TARGETS[settings.target]
-    engine = make_engine(settings.database_url)
+    if "history" in components:
+        from services.history.store import history_engine
+
+        engine = history_engine(settings.database_url)  # shorter MySQL I/O timeouts
+    else:
+        engine = make_engine(settings.database_url)
     bus = create_bus(settings.broker_url, settings.history_delivery_limit)
     revoked = RevocationSet()
     routes: list[BaseRoute] = []

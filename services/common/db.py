@@ -11,7 +11,14 @@ from sqlalchemy.engine import Engine
 def engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"check_same_thread": False, "timeout": 30}}
-    return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": 10, "max_overflow": 20}
+    return {
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_size": 10,
+        "max_overflow": 20,
+        # a hung or paused server surfaces as an error (and a retry), never a stuck thread
+        "connect_args": {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
+    }
 
 
 def normalize_url(url: str) -> str:

@@ -152,9 +152,9 @@ class AmqpBus(Bus):
             )
             if manual:
 
-                async def ack() -> None:
+                async def ack(multiple: bool) -> None:
                     try:
-                        await message.ack()
+                        await message.ack(multiple=multiple)
                     except Exception:  # channel gone: the broker redelivers; ids make it safe
                         log.warning("ack failed; the message will be redelivered")
 

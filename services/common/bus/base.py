@@ -33,12 +33,14 @@ class Delivery:
     redelivered: bool = False
     delivery_count: int = 0  # how many times delivered before (quorum x-delivery-count)
     headers: dict[str, Any] = field(default_factory=dict)
-    _ack: Callable[[], Awaitable[None]] | None = None
+    _ack: Callable[[bool], Awaitable[None]] | None = None
     _nack: Callable[[bool], Awaitable[None]] | None = None
 
-    async def ack(self) -> None:
+    async def ack(self, multiple: bool = False) -> None:
+        """``multiple=True`` also acks every earlier unsettled delivery of the same consumer
+        (one frame for a whole batch)."""
         if self._ack is not None:
-            await self._ack()
+            await self._ack(multiple)
 
     async def nack(self, requeue: bool = True) -> None:
         """requeue=False dead-letters the message (if its queue has a dead-letter exchange)."""

@@ -37,6 +37,8 @@ class _Queue:
     arguments: dict[str, Any] = field(default_factory=dict)
     ready: deque[_Message] = field(default_factory=deque)
     unacked: int = 0
+    seq: int = 0
+    outstanding: dict[int, Any] = field(default_factory=dict)  # seq -> settle(); in order
     prefetch: int = 0  # 0 = unlimited
     auto_ack: bool = False
     handler: Handler | None = None
@@ -159,21 +161,30 @@ class MemoryBus(Bus):
 
     def _delivery(self, q: _Queue, msg: _Message) -> Delivery:
         settled = False
+        q.seq += 1
+        seq = q.seq
 
-        async def ack() -> None:
+        def settle() -> bool:
             nonlocal settled
             if settled:
-                return
+                return False
             settled = True
+            q.outstanding.pop(seq, None)
             q.unacked -= 1
+            return True
+
+        q.outstanding[seq] = settle
+
+        async def ack(multiple: bool) -> None:
+            if multiple:
+                for earlier in [s for s in q.outstanding if s < seq]:
+                    q.outstanding[earlier]()
+            settle()
             q.changed.set()
 
         async def nack(requeue: bool) -> None:
-            nonlocal settled
-            if settled:
+            if not settle():
                 return
-            settled = True
-            q.unacked -= 1
             limit = q.arguments.get("x-delivery-limit")
             if requeue and (limit is None or msg.delivery_count < int(limit)):
                 msg.delivery_count += 1

@@ -1,0 +1,264 @@
+"""Measure the history writer on the real RabbitMQ and MariaDB.
+
+    .venv/bin/python bench/history_writer.py --messages 20000
+
+Creates its own vhost and database (dropped at the end), runs the writer as its own process
+(``uvicorn services.history.app:create_app --factory``, as in production) and publishes messages
+to ``chat.messages`` with publisher confirms, pipelined, as fast as it can. Two phases:
+
+- live: the writer runs while the messages are published; reports the writer's sustained rate
+  (rows / (last commit - first commit)) and the write lag (commit - sent_ms) p50/p90/p99/max,
+  read back from the rows (``written_ms - sent_ms``);
+- paced: messages published at a steady rate (``--rates``, 5 s each), the lag at that load;
+- backlog: the messages are published with the writer stopped, then it is started: the drain
+  rate is the writer's ceiling with no publisher competing for the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from sqlalchemy import create_engine, func, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.common import topology  # noqa: E402
+from services.common.bus import create_bus  # noqa: E402
+from services.common.db import make_engine  # noqa: E402
+from services.common.ids import iso_ms, message_id, now_ms  # noqa: E402
+from services.common.models import Base, Message  # noqa: E402
+
+
+def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
+    ms = now_ms()
+    mid = message_id(sender_id, cmid)
+    doc = {
+        "type": "message",
+        "message": {
+            "id": mid,
+            "room": room,
+            "sender": "bench",
+            "body": body,
+            "sent_at": iso_ms(ms),
+            "client_msg_id": cmid,
+        },
+        "sender_id": sender_id,
+        "sent_ms": ms,
+        "origin": {"gw": "bench", "conn": "c"},
+    }
+    return topology.room_msg_key(room), orjson.dumps(doc)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess.Popen[bytes]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(
+        CHAT_TARGET="history",
+        CHAT_DATABASE_URL=db_url,
+        CHAT_BROKER_URL=amqp,
+        CHAT_JWT_SECRET="bench-" + "x" * 40,
+        CHAT_PORT=str(port),
+        CHAT_GATEWAY_ID="bench",
+        CHAT_HISTORY_BATCH_SIZE=str(args.batch_size),
+        CHAT_HISTORY_BATCH_MS=str(args.batch_ms),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.history.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("writer did not become ready")
+
+
+async def publish(
+    amqp: str, n: int, rooms: int, body_len: int, tag: str, window: int, rate: float = 0
+) -> float:
+    """n confirmed publishes, ``window`` awaiting confirms at once; paced to ``rate``/s if set."""
+    bus = create_bus(amqp)
+    await bus.connect()
+    body = "x" * body_len
+    t0 = time.perf_counter()
+    if rate:
+        window = max(1, int(rate * 0.01))  # a tick every 10 ms
+    for tick, start in enumerate(range(0, n, window)):
+        if rate:
+            delay = t0 + tick * window / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        chunk = []
+        for i in range(start, min(n, start + window)):
+            key, payload = wire(f"room{i % rooms:022d}", "u" * 26, f"{tag}-{i}", body)
+            chunk.append(bus.publish(topology.MESSAGES, key, payload, mandatory=True))
+        await asyncio.gather(*chunk)
+    elapsed = time.perf_counter() - t0
+    await bus.close()
+    return elapsed
+
+
+def wait_rows(engine: object, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        while time.monotonic() < deadline:
+            got = conn.scalar(select(func.count()).select_from(Message))
+            conn.rollback()
+            if got >= n:
+                return
+            time.sleep(0.1)
+    raise SystemExit(f"only {got} of {n} rows after {timeout}s")
+
+
+def stats(engine: object, tag: str) -> dict[str, float]:
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(
+            select(Message.sent_ms, Message.written_ms).where(
+                Message.client_msg_id.like(f"{tag}-%")
+            )
+        ).all()
+    lags = sorted(w - s for s, w in rows)
+    first = min(w for _, w in rows)
+    last = max(w for _, w in rows)
+
+    def pct(p: float) -> float:
+        return float(lags[min(len(lags) - 1, int(p * len(lags)))])
+
+    return {
+        "rows": len(rows),
+        "rate": len(rows) / max(0.001, (last - first) / 1000),
+        "p50": pct(0.50),
+        "p90": pct(0.90),
+        "p99": pct(0.99),
+        "max": float(lags[-1]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--rooms", type=int, default=100)
+    ap.add_argument("--body", type=int, default=100, help="body length in characters")
+    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--batch-ms", type=int, default=20)
+    ap.add_argument("--window", type=int, default=500, help="publishes awaiting confirms at once")
+    ap.add_argument(
+        "--rates", default="500,1000,2000", help="paced phases (msg/s, 5 s each) for the lag"
+    )
+    ap.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    ap.add_argument("--mysql", default="mysql://root@127.0.0.1:3306/")
+    args = ap.parse_args()
+
+    name = f"bench_history_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    admin = create_engine(args.mysql.replace("mysql://", "mysql+pymysql://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    amqp, db_url = args.amqp + name, args.mysql + name
+    engine = make_engine(db_url)
+    Base.metadata.create_all(engine)
+    print(
+        f"machine: {platform.node()} {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
+    print(
+        f"messages={args.messages} rooms={args.rooms} body={args.body} chars "
+        f"batch_size={args.batch_size} batch_ms={args.batch_ms} window={args.window}"
+    )
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    writer = start_writer(args, amqp, db_url)
+    try:
+        # live: writer running while we publish as fast as we can
+        secs = asyncio.run(publish(amqp, args.messages, args.rooms, args.body, "live", args.window))
+        print(
+            f"live: published {args.messages} confirmed in {secs:.2f}s "
+            f"({args.messages / secs:.0f}/s)"
+        )
+        wait_rows(engine, args.messages, 300)
+        s = stats(engine, "live")
+        print(
+            f"live: writer sustained {s['rate']:.0f} msg/s; write lag ms p50={s['p50']:.0f} "
+            f"p90={s['p90']:.0f} p99={s['p99']:.0f} max={s['max']:.0f}"
+        )
+        # paced: the lag at a steady offered load
+        done = args.messages
+        for rate in [int(r) for r in args.rates.split(",") if r]:
+            n = rate * 5
+            secs = asyncio.run(
+                publish(amqp, n, args.rooms, args.body, f"rate{rate}", args.window, rate)
+            )
+            done += n
+            wait_rows(engine, done, 300)
+            s = stats(engine, f"rate{rate}")
+            print(
+                f"paced {rate}/s: {n} published in {secs:.2f}s; write lag ms p50={s['p50']:.0f} "
+                f"p90={s['p90']:.0f} p99={s['p99']:.0f} max={s['max']:.0f}"
+            )
+        writer.terminate()
+        writer.wait(30)
+        # backlog: publish with no writer, then drain
+        secs = asyncio.run(
+            publish(amqp, args.messages, args.rooms, args.body, "backlog", args.window)
+        )
+        print(
+            f"backlog: published {args.messages} confirmed in {secs:.2f}s "
+            f"({args.messages / secs:.0f}/s), writer stopped"
+        )
+        writer = start_writer(args, amqp, db_url)
+        wait_rows(engine, done + args.messages, 300)
+        s = stats(engine, "backlog")
+        print(f"backlog: writer drained at {s['rate']:.0f} msg/s")
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    finally:
+        writer.terminate()
+        writer.wait(30)
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Reading history: keyset pagination on the ``(room_id, sent_ms, id)`` index.
+
+Every page is one index range read of at most ``limit + 1`` entries (the extra one tells
+``has_more``), never an OFFSET and never a scan of the room:
+
+- neither cursor: ``room_id = :r ORDER BY sent_ms DESC, id DESC`` (the index read backwards);
+- ``before`` the cursor (s, i): ``(sent_ms, id) < (s, i)`` newest first, then reversed;
+- ``after`` the cursor: ``(sent_ms, id) > (s, i)`` oldest first.
+
+The keyset condition is written the way each engine turns into a range on all three columns:
+SQLite plans the row value ``(sent_ms, id) < (?, ?)`` as such a range; MariaDB/MySQL only use
+the row value for the ``room_id`` prefix (and then walk the room from its end), so there it is
+spelled ``sent_ms < s OR (sent_ms = s AND id < i)``, which they plan as a range, with
+``FORCE INDEX``. (SQLAlchemy renders no table hints for SQLite; its planner picks the index
+anyway, and the tests check both plans.)
+
+SQLAlchemy's SQLite compiler prints ``LIMIT ? OFFSET ?`` with an offset of 0 (a no-op).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from sqlalchemy import ColumnElement, Select, Table, and_, literal, or_, select, tuple_
+from sqlalchemy.engine import Connection, Engine
+
+from services.common.ids import iso_ms
+from services.common.models import Membership, Message
+
+MESSAGES = cast(Table, Message.__table__)
+MEMBERSHIPS = cast(Table, Membership.__table__)
+INDEX = "ix_messages_room_time"
+
+Direction = Literal["latest", "before", "after"]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    sent_ms: int
+    id: str
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[dict[str, Any]]
+    has_more: bool
+
+
+class NotMember(Exception):
+    """The caller is not in the room (or the room does not exist)."""
+
+
+class CursorNotFound(Exception):
+    """The ``before``/``after`` message is not in this room."""
+
+
+def _keyset(dialect: str, direction: Direction, cursor: Cursor) -> ColumnElement[bool]:
+    s, i = MESSAGES.c.sent_ms, MESSAGES.c.id
+    if dialect == "sqlite":
+        key = tuple_(literal(cursor.sent_ms), literal(cursor.id))
+        return tuple_(s, i) < key if direction == "before" else tuple_(s, i) > key
+    if direction == "before":
+        return or_(s < cursor.sent_ms, and_(s == cursor.sent_ms, i < cursor.id))
+    return or_(s > cursor.sent_ms, and_(s == cursor.sent_ms, i > cursor.id))
+
+
+def page_query(
+    dialect: str, room_id: str, direction: Direction, cursor: Cursor | None, limit: int
+) -> Select[Any]:
+    t = MESSAGES
+    q = select(t.c.id, t.c.room_id, t.c.sender, t.c.body, t.c.sent_ms, t.c.client_msg_id).where(
+        t.c.room_id == room_id
+    )
+    if direction != "latest":
+        assert cursor is not None
+        q = q.where(_keyset(dialect, direction, cursor))
+    if direction == "after":
+        q = q.order_by(t.c.sent_ms.asc(), t.c.id.asc())
+    else:
+        q = q.order_by(t.c.sent_ms.desc(), t.c.id.desc())
+    q = q.with_hint(t, f"FORCE INDEX ({INDEX})", "mysql")
+    q = q.with_hint(t, f"FORCE INDEX ({INDEX})", "mariadb")
+    return q.limit(limit + 1)
+
+
+def message_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "room": row.room_id,
+        "sender": row.sender,
+        "body": row.body,
+        "sent_at": iso_ms(row.sent_ms),
+        "client_msg_id": row.client_msg_id,
+    }
+
+
+def is_member(conn: Connection, room_id: str, user_id: str) -> bool:
+    q = select(MEMBERSHIPS.c.room_id).where(
+        MEMBERSHIPS.c.room_id == room_id, MEMBERSHIPS.c.user_id == user_id
+    )
+    return conn.execute(q).first() is not None
+
+
+def find_cursor(conn: Connection, room_id: str, message_id: str) -> Cursor | None:
+    q = select(MESSAGES.c.sent_ms, MESSAGES.c.id).where(
+        MESSAGES.c.id == message_id, MESSAGES.c.room_id == room_id
+    )
+    row = conn.execute(q).first()
+    return None if row is None else Cursor(row.sent_ms, row.id)
+
+
+def fetch_page(
+    engine: Engine,
+    user_id: str,
+    room_id: str,
+    *,
+    before: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """One connection, three indexed lookups. Raises NotMember or CursorNotFound."""
+    direction: Direction = "before" if before else "after" if after else "latest"
+    with engine.connect() as conn:
+        if not is_member(conn, room_id, user_id):
+            raise NotMember(room_id)
+        cursor = None
+        if direction != "latest":
+            cursor = find_cursor(conn, room_id, before or after or "")
+            if cursor is None:
+                raise CursorNotFound(before or after)
+        query = page_query(conn.dialect.name, room_id, direction, cursor, limit)
+        rows = list(conn.execute(query).all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if direction != "after":
+        rows.reverse()
+    return Page([message_json(r) for r in rows], has_more)

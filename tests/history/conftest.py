@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from services.common.bus import Bus, create_bus
+from services.common.db import make_engine, normalize_url
+from services.common.models import Base
+
+from .helpers import (
+    AMQP_BASE,
+    MYSQL_ADMIN,
+    migrate,
+    mysql_exec,
+    port_open,
+    rabbitmqctl,
+    unavailable,
+    unique,
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: object) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path}/history.db")
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def memory_bus() -> AsyncIterator[Bus]:
+    bus = create_bus("memory://", delivery_limit=5)
+    await bus.connect()
+    yield bus
+    await bus.close()
+
+
+# real RabbitMQ and MariaDB (own vhost, own database) ----------------------------------------
+@pytest.fixture
+def rabbit_url() -> Iterator[str]:
+    if not port_open("127.0.0.1", 5672):
+        unavailable("RabbitMQ", "nothing listens on 127.0.0.1:5672")
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("RabbitMQ", "rabbitmqctl is not installed")
+    vhost = unique("test_history")
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except Exception as exc:
+        unavailable("RabbitMQ", f"rabbitmqctl failed: {exc}")
+    yield AMQP_BASE + vhost
+    rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    if not port_open("127.0.0.1", 3306):
+        unavailable("MariaDB", "nothing listens on 127.0.0.1:3306")
+    admin = create_engine(normalize_url(MYSQL_ADMIN))
+    name = unique("test_history")
+    try:
+        mysql_exec(admin, f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    except Exception as exc:
+        admin.dispose()
+        unavailable("MariaDB", f"cannot create a database: {exc}")
+    url = f"mysql://root@127.0.0.1:3306/{name}"
+    migrate(url)
+    yield url
+    mysql_exec(admin, f"DROP DATABASE IF EXISTS {name}")
+    admin.dispose()
