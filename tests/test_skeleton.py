@@ -68,3 +68,34 @@ def test_every_service_reports_health(stack: Stack) -> None:
             assert r.status_code == 200, (url, r.text)
             m = http.get(url + "/metrics")
             assert m.status_code == 200 and "# TYPE" in m.text
+
+
+def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # type: ignore[no-untyped-def]
+    """nginx routes by path as API.md says, WebSocket upgrade included."""
+    lb = Stack("lb", cluster_url, cluster_url, [cluster_url], base_url=cluster_url)
+    alice = register_and_login(lb)
+    bob = register_and_login(lb)
+
+    async def scenario() -> dict:
+        a = await WsClient.connect(lb, alice)
+        b = await WsClient.connect(lb, bob)
+        ack = await a.send_message("through nginx", to=bob.username)
+        got = await b.expect(lambda f: f["type"] == "message")
+        assert got["message"] == ack["message"]
+        await a.close()
+        await b.close()
+        return dict(ack["message"])
+
+    msg = asyncio.run(scenario())
+    msgs = wait_for(lambda: history(lb, bob, msg["room"]).json()["messages"], timeout=15)
+    assert [m["id"] for m in msgs] == [msg["id"]]
+    with httpx.Client(timeout=10) as http:
+        me = http.get(cluster_url + "/api/auth/me", headers=alice.headers)
+        assert me.status_code == 200 and me.json()["username"] == alice.username
+        p = http.get(
+            cluster_url + "/api/presence", params={"users": alice.username}, headers=bob.headers
+        )
+        assert p.status_code == 200
+        page = http.get(cluster_url + "/")
+        assert page.status_code == 200 and "Content-Security-Policy" in page.text
+        assert "content-security-policy" in {k.lower() for k in page.headers}

@@ -43,7 +43,8 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._drained = threading.Condition()
-        self._generation = 0
+        self._started = 0  # passes started
+        self._finished = 0  # passes finished
         self.relayed = 0
 
     def kick(self) -> None:
@@ -54,26 +55,30 @@ class OutboxRelay:
     def kick_and_wait(self, timeout: float = 2.0) -> bool:
         """Wake the relay and wait (from another thread) until it has drained once."""
         with self._drained:
-            target = self._generation + 2  # a full pass that started after this call
+            target = self._started + 1  # the first pass that starts after this call
             self.kick()
-            return self._drained.wait_for(lambda: self._generation >= target, timeout)
+            return self._drained.wait_for(lambda: self._finished >= target, timeout)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while True:
+            self._wake.clear()
+            with self._drained:
+                self._started += 1
+                number = self._started
             try:
                 await self.drain()
             except Exception:  # the broker or the database is away: keep the rows, retry
                 log.warning("outbox relay pass failed; will retry", exc_info=True)
             with self._drained:
-                self._generation += 1
+                self._finished = number
                 self._drained.notify_all()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
-            self._wake.clear()
 
     async def drain(self) -> int:
         total = 0

@@ -71,6 +71,9 @@ class Settings:
     argon2_parallelism: int = 1
     login_fail_per_account_hour: int = 100
     login_fail_per_ip_burst: int = 20  # failures per client address per minute
+    # how many proxies in front of auth append to X-Forwarded-For (nginx / the Ingress: 1);
+    # -1 = 1 in the scaled mode, 0 all-in-one (no proxy in front)
+    trusted_proxy_hops: int = -1
 
     # gateway
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -139,6 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         login_fail_per_ip_burst=_int(
             env, "CHAT_LOGIN_FAIL_PER_IP_BURST", defaults.login_fail_per_ip_burst
         ),
+        trusted_proxy_hops=_int(env, "CHAT_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
         gateway_id=env.get("CHAT_GATEWAY_ID") or defaults.gateway_id,
         allowed_origins=_list(env, "CHAT_ALLOWED_ORIGINS"),
         max_frame_bytes=_int(env, "CHAT_MAX_FRAME_BYTES", defaults.max_frame_bytes),
@@ -172,6 +176,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "in the scaled mode (there is no default secret)"
             )
         object.__setattr__(s, "jwt_secret", _dev_secret())
+    if s.trusted_proxy_hops < 0:
+        object.__setattr__(s, "trusted_proxy_hops", 1 if s.scaled else 0)
     return s
 
 

@@ -1,0 +1,140 @@
+"""``/api/rooms``: direct rooms, groups and their members (API.md "Rooms")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy.exc import IntegrityError
+
+from services.auth import directory
+from services.auth.bearer import authenticate
+from services.auth.errors import APIError
+from services.auth.extensions import db
+from services.auth.state import commit_and_publish, state
+from services.auth.validation import json_object
+
+bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
+
+
+def _room_not_found() -> APIError:
+    return APIError(404, "room_not_found", "no such room")
+
+
+def _user_not_found(exc: directory.UserNotFound) -> APIError:
+    names = exc.usernames
+    return APIError(
+        404,
+        "user_not_found",
+        "no such user: " + ", ".join(names)
+        if len(names) == 1
+        else "no such users: " + ", ".join(names),
+        extra={"usernames": names},
+    )
+
+
+@bp.post("/direct")
+def direct() -> Response:
+    claims = authenticate()
+    data = json_object()
+    username = data.get("username")
+    if not isinstance(username, str):
+        raise APIError(422, "invalid_request", "'username' must be a string")
+    try:
+        obj, created = directory.get_or_create_direct_room(db.session(), claims.user_id, username)
+    except LookupError:
+        raise APIError(404, "user_not_found", f"no such user: {username[:64]}") from None
+    except ValueError:
+        raise APIError(422, "invalid_request", "a direct room needs another user") from None
+    if created:
+        commit_and_publish()
+    return jsonify(obj)
+
+
+def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise APIError(422, "invalid_request", "'name' must be a non-empty string")
+    name = name.strip()
+    if len(name) > directory.MAX_ROOM_NAME or not name.isprintable():
+        raise APIError(
+            422, "invalid_request", f"'name' must be at most {directory.MAX_ROOM_NAME} characters"
+        )
+    members = data.get("members", [])
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise APIError(422, "invalid_request", "'members' must be a list of usernames")
+    if len(members) > directory.MAX_GROUP_MEMBERS:
+        raise APIError(
+            422, "invalid_request", f"at most {directory.MAX_GROUP_MEMBERS} members at creation"
+        )
+    return name, list(members)
+
+
+@bp.post("")
+def create_group() -> tuple[Response, int]:
+    claims = authenticate()
+    name, members = _group_fields(json_object())
+    try:
+        obj = directory.create_group(db.session(), claims.user_id, name, members, state().clock())
+    except directory.UserNotFound as exc:
+        db.session.rollback()
+        raise _user_not_found(exc) from None
+    commit_and_publish()
+    return jsonify(obj), 201
+
+
+@bp.get("")
+def list_rooms() -> Response:
+    claims = authenticate()
+    return jsonify({"rooms": directory.rooms_of_user(db.session(), claims.user_id)})
+
+
+@bp.get("/<room_id>")
+def get_room(room_id: str) -> Response:
+    claims = authenticate()
+    try:
+        return jsonify(directory.member_room_object(db.session(), room_id, claims.user_id))
+    except directory.RoomNotFound:
+        raise _room_not_found() from None
+
+
+@bp.post("/<room_id>/members")
+def add_member(room_id: str) -> Response:
+    claims = authenticate()
+    data = json_object()
+    username = data.get("username")
+    if not isinstance(username, str):
+        raise APIError(422, "invalid_request", "'username' must be a string")
+    try:
+        obj, changed = directory.add_member(
+            db.session(), room_id, claims.user_id, username, state().clock()
+        )
+        if changed:
+            commit_and_publish()
+    except directory.RoomNotFound:
+        raise _room_not_found() from None
+    except directory.InvalidChange as exc:
+        raise APIError(422, "invalid_request", str(exc)) from None
+    except directory.UserNotFound as exc:
+        raise _user_not_found(exc) from None
+    except IntegrityError:  # added concurrently by another member: done either way
+        db.session.rollback()
+        obj = directory.member_room_object(db.session(), room_id, claims.user_id)
+    return jsonify(obj)
+
+
+@bp.delete("/<room_id>/members/<path:username>")
+def remove_member(room_id: str, username: str) -> tuple[str, int]:
+    claims = authenticate()
+    try:
+        directory.remove_member(db.session(), room_id, claims.user_id, username)
+    except directory.RoomNotFound:
+        raise _room_not_found() from None
+    except directory.InvalidChange as exc:
+        raise APIError(422, "invalid_request", str(exc)) from None
+    except directory.NotAllowed as exc:
+        raise APIError(403, "forbidden", str(exc)) from None
+    except directory.UserNotFound:
+        raise APIError(404, "user_not_found", "that user is not a member of this room") from None
+    commit_and_publish()
+    return "", 204

@@ -1,0 +1,111 @@
+"""Alembic: one history for the shared schema, on SQLite and MariaDB, matching the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from services.common.db import make_engine
+from services.common.models import Base
+from services.common.settings import ROOT
+from tests.auth.conftest import BACKENDS
+from tests.support import services as svc
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A brand-new, empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = svc.create_database("chat_test_auth")
+    try:
+        yield svc.mysql_url(name)
+    finally:
+        svc.drop_database(name)
+
+
+def config(url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def schema_diff(url: str) -> list[object]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(ctx, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_one_linear_history() -> None:
+    script = ScriptDirectory.from_config(config("sqlite://"))
+    heads = script.get_heads()
+    assert len(heads) == 1
+    bases = script.get_bases()
+    assert bases == ["0001"]
+
+
+def test_upgrade_creates_exactly_the_models(empty_url: str) -> None:
+    command.upgrade(config(empty_url), "head")
+    assert schema_diff(empty_url) == []
+    engine = make_engine(empty_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_downgrade_and_upgrade_again(empty_url: str) -> None:
+    cfg = config(empty_url)
+    command.upgrade(cfg, "head")
+    command.downgrade(cfg, "base")
+    engine = make_engine(empty_url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    command.upgrade(cfg, "head")
+    assert schema_diff(empty_url) == []
+
+
+def test_cli_takes_the_url_from_the_settings(empty_url: str) -> None:
+    """`python -m alembic upgrade head` with CHAT_DATABASE_URL set, like `make migrate`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env["CHAT_DATABASE_URL"] = empty_url
+    env["CHAT_JWT_SECRET"] = "migration-test-" + "z" * 40
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert schema_diff(empty_url) == []
+    current = subprocess.run(
+        [sys.executable, "-m", "alembic", "current"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "0001 (head)" in current.stdout

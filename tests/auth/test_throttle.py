@@ -1,0 +1,133 @@
+"""Brute-force limits: per account (<= 100 failures an hour) and per client address (bursts),
+kept in the database, checked before any hashing, with Retry-After and expiry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from flask import Flask
+
+from services.auth import create_app
+from services.auth.throttle import Limit, address_key
+from services.common.settings import Settings
+from tests.auth.conftest import PASSWORD, Api, FakeClock, Relay, auth_state, dispose, error_code
+
+ACCOUNT_LIMIT = 5
+ADDRESS_LIMIT = 8
+
+
+@pytest.fixture
+def strict_app(settings: Settings, relay: Relay, clock: FakeClock) -> Iterator[Flask]:
+    tight = replace(
+        settings,
+        login_fail_per_account_hour=ACCOUNT_LIMIT,
+        login_fail_per_ip_burst=ADDRESS_LIMIT,
+    )
+    app = create_app(tight, relay=relay.background.ensure_started(), clock=clock)
+    yield app
+    dispose(app)
+
+
+def from_addr(addr: str) -> dict[str, object]:
+    return {"environ_base": {"REMOTE_ADDR": addr}}
+
+
+def test_production_limits_meet_asvs() -> None:
+    defaults = Settings()
+    assert 0 < defaults.login_fail_per_account_hour <= 100  # ASVS 2.2.1
+    assert 0 < defaults.login_fail_per_ip_burst
+
+
+def test_account_lockout_and_its_expiry(strict_app: Flask, clock: FakeClock) -> None:
+    api = Api(strict_app)
+    api.register("alice")
+    for i in range(ACCOUNT_LIMIT):  # from different addresses: only the account limit applies
+        r = api.login("alice", "wrong password", **from_addr(f"10.0.0.{i + 1}"))
+        assert r.status_code == 401
+    passwords = auth_state(strict_app).passwords
+    before = passwords.calls
+    locked = api.login("alice", PASSWORD, **from_addr("10.0.1.1"))  # even the right password
+    assert locked.status_code == 429
+    assert error_code(locked) == "rate_limited"
+    retry_after = int(locked.headers["Retry-After"])
+    assert 0 < retry_after <= 3600 + 360
+    assert passwords.calls == before  # refused before any hashing
+    # A little later: still locked; other accounts are not.
+    clock.advance(1800)
+    assert api.login("alice", PASSWORD, **from_addr("10.0.1.2")).status_code == 429
+    api.register("bob")
+    assert api.login("bob", PASSWORD, **from_addr("10.0.1.3")).status_code == 200
+    # Once the window has passed, the account works again.
+    clock.advance(retry_after - 1800 + 1)
+    assert api.login("alice", PASSWORD, **from_addr("10.0.1.4")).status_code == 200
+
+
+def test_no_rolling_hour_sees_more_than_the_limit(strict_app: Flask, clock: FakeClock) -> None:
+    """Failures at the end of one hour and the start of the next still count together."""
+    api = Api(strict_app)
+    api.register("alice")
+    clock.now = (clock.now // 3_600_000 + 1) * 3_600_000 - 60_000  # a minute before the hour
+    for i in range(ACCOUNT_LIMIT):
+        assert api.login("alice", "wrong password", **from_addr(f"10.0.2.{i}")).status_code == 401
+    clock.advance(120)  # the next fixed hour has begun
+    r = api.login("alice", "wrong password", **from_addr("10.0.2.99"))
+    assert r.status_code == 429
+
+
+def test_unknown_accounts_are_limited_too(strict_app: Flask) -> None:
+    api = Api(strict_app)
+    for i in range(ACCOUNT_LIMIT):
+        assert api.login("ghost", "wrong password", **from_addr(f"10.0.3.{i}")).status_code == 401
+    assert api.login("ghost", "wrong password", **from_addr("10.0.3.99")).status_code == 429
+
+
+def test_address_burst_limit(strict_app: Flask, clock: FakeClock) -> None:
+    api = Api(strict_app)
+    api.register("alice")
+    passwords = auth_state(strict_app).passwords
+    for i in range(ADDRESS_LIMIT):  # many accounts, one address
+        assert api.login(f"user{i}", "wrong password", **from_addr("192.0.2.7")).status_code == 401
+    before = passwords.calls
+    r = api.login("alice", PASSWORD, **from_addr("192.0.2.7"))
+    assert r.status_code == 429
+    assert error_code(r) == "rate_limited"
+    assert 0 < int(r.headers["Retry-After"]) <= 66
+    assert passwords.calls == before
+    # Another address is unaffected; the burst limit passes within a minute or so.
+    assert api.login("alice", PASSWORD, **from_addr("192.0.2.8")).status_code == 200
+    clock.advance(int(r.headers["Retry-After"]))
+    assert api.login("alice", PASSWORD, **from_addr("192.0.2.7")).status_code == 200
+
+
+def test_successful_logins_do_not_count(strict_app: Flask) -> None:
+    api = Api(strict_app)
+    api.register("alice")
+    for _ in range(ACCOUNT_LIMIT * 3):
+        assert api.login("alice", **from_addr("10.0.4.1")).status_code == 200
+
+
+def test_rate_limit_is_checked_before_hashing(strict_app: Flask) -> None:
+    """Every refused attempt costs no argon2 work at all (counted, not timed)."""
+    api = Api(strict_app)
+    api.register("alice")
+    passwords = auth_state(strict_app).passwords
+    for i in range(ACCOUNT_LIMIT):
+        api.login("alice", "wrong password", **from_addr(f"10.0.5.{i}"))
+    before = passwords.calls
+    for i in range(20):
+        assert api.login("alice", "wrong password", **from_addr(f"10.0.6.{i}")).status_code == 429
+    assert passwords.calls == before
+
+
+def test_ipv6_addresses_count_per_64() -> None:
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2:ffff::1")
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("not an address") == "unknown"
+
+
+def test_limit_slices() -> None:
+    limit = Limit("user", 100, 3_600_000)
+    assert limit.slice_ms * limit.slices == limit.window_ms
