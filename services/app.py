@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.bus import create_bus
 from services.common.db import make_engine
-from services.common.observability import metrics_payload, setup_logging
+from services.common.observability import metrics_payload, proxied, setup_logging
 from services.common.outbox import OutboxRelay
 from services.common.revocations import follow_revocations
 from services.common.settings import Settings, get_settings
@@ -128,7 +128,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if proxied(request.headers):
+            return JSONResponse({"error": {"code": "not_found", "message": "no such path"}}, 404)
         body, ctype = metrics_payload()
         return Response(body, media_type=ctype)
 

@@ -96,6 +96,8 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
             cluster_url + "/api/presence", params={"users": alice.username}, headers=bob.headers
         )
         assert p.status_code == 200
+        assert http.get(cluster_url + "/metrics").status_code == 404  # not public
+        assert http.get(cluster.gateway_procs[0].url + "/metrics").status_code == 200
         page = http.get(cluster_url + "/")
         assert page.status_code == 200 and "Content-Security-Policy" in page.text
         assert "content-security-policy" in {k.lower() for k in page.headers}

@@ -20,7 +20,7 @@ _settings = get_settings()
 
 bind = [f"{_settings.host}:{_settings.port}"]
 worker_class = "gthread"
-workers = max(2, min(4, os.cpu_count() or 1))
+workers = _settings.auth_workers or max(2, min(4, os.cpu_count() or 1))
 threads = 8
 timeout = 30
 graceful_timeout = 20

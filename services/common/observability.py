@@ -50,3 +50,9 @@ def setup_logging(service: str, level: str = "INFO", json_lines: bool = True) ->
 
 def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def proxied(headers: Any) -> bool:
+    """True for a request that came through the load balancer (it adds X-Forwarded-For).
+    Prometheus and the kubelet reach pods directly; the outside world does not need /metrics."""
+    return headers.get("x-forwarded-for") is not None

@@ -74,6 +74,7 @@ class Settings:
     # how many proxies in front of auth append to X-Forwarded-For (nginx / the Ingress: 1);
     # -1 = 1 in the scaled mode, 0 all-in-one (no proxy in front)
     trusted_proxy_hops: int = -1
+    auth_workers: int = 0  # gunicorn workers; 0 = from the CPU count (2..4)
 
     # gateway
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -143,6 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "CHAT_LOGIN_FAIL_PER_IP_BURST", defaults.login_fail_per_ip_burst
         ),
         trusted_proxy_hops=_int(env, "CHAT_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
+        auth_workers=_int(env, "CHAT_AUTH_WORKERS", defaults.auth_workers),
         gateway_id=env.get("CHAT_GATEWAY_ID") or defaults.gateway_id,
         allowed_origins=_list(env, "CHAT_ALLOWED_ORIGINS"),
         max_frame_bytes=_int(env, "CHAT_MAX_FRAME_BYTES", defaults.max_frame_bytes),
