@@ -1,6 +1,11 @@
 """RabbitMQ through aio-pika: a robust connection (it redeclares queues, bindings and
 consumers after a broker restart), one publisher channel with confirms and returns raised,
-and one channel per manual-ack consumer so each has its own prefetch."""
+and one channel per manual-ack consumer so each has its own prefetch.
+
+The per-message paths skip aio-pika's object layer and talk to the aiormq channel beneath it
+(aio-pika's per-message cost is ~2.6x aiormq's): ``publish`` calls ``basic_publish`` with
+prebuilt properties, and the auto-ack private queues consume with ``basic_consume`` (re-issued
+after a reconnect, once aio-pika has restored the channel, the queue and its bindings)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,14 @@ from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, Pub
 
 log = logging.getLogger("chat.bus")
 
+# shared, never mutated: aiormq only fills in message_id when it is empty
+_PERSISTENT = aiormq.spec.Basic.Properties(
+    content_type="application/json", delivery_mode=2, message_id="-"
+)
+_TRANSIENT = aiormq.spec.Basic.Properties(
+    content_type="application/json", delivery_mode=1, message_id="-"
+)
+
 
 class AmqpBus(Bus):
     def __init__(self, url: str, delivery_limit: int = 5) -> None:
@@ -33,6 +46,8 @@ class AmqpBus(Bus):
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._consumer_channels: list[AbstractRobustChannel] = []
+        self._raw_consumers: list[tuple[AbstractRobustChannel, str, Any]] = []
+        self._raw_pub: aiormq.abc.AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def connect(self) -> None:
@@ -62,7 +77,17 @@ class AmqpBus(Bus):
 
     def _reconnected(self, *_: Any) -> None:
         log.info("broker connection restored")
-        self._spawn(self._fire(self._reconnect_listeners))
+        self._raw_pub = None
+        self._spawn(self._after_reconnect())
+
+    async def _after_reconnect(self) -> None:
+        for channel, queue, callback in self._raw_consumers:
+            try:
+                raw = await channel.get_underlay_channel()
+                await raw.basic_consume(queue, callback, no_ack=True)
+            except Exception:
+                log.exception("could not resume consuming %s after a reconnect", queue)
+        await self._fire(self._reconnect_listeners)
 
     def _closed(self, *_: Any) -> None:
         log.warning("broker connection lost")
@@ -97,22 +122,30 @@ class AmqpBus(Bus):
     ) -> None:
         if not self.connected or self._pub is None:
             raise BusUnavailable("not connected to the broker")
-        ex = self._exchanges.get(exchange)
-        if ex is None:
+        if exchange not in self._exchanges:
             raise PublishError(f"no exchange {exchange!r}")
-        message = aio_pika.Message(
-            body,
-            content_type="application/json",
-            delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT
-                if persistent
-                else aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
-            headers=headers,
-        )
+        if headers:
+            props = aiormq.spec.Basic.Properties(
+                content_type="application/json",
+                delivery_mode=2 if persistent else 1,
+                headers=headers,
+                message_id="-",
+            )
+        else:
+            props = _PERSISTENT if persistent else _TRANSIENT
         try:
-            result = await ex.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
-        except aio_pika.exceptions.DeliveryError as exc:
+            channel = self._raw_pub
+            if channel is None or channel.is_closed:
+                channel = self._raw_pub = await self._pub.get_underlay_channel()
+            result = await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=props,
+                mandatory=mandatory,
+                timeout=timeout,
+            )
+        except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused the message: {exc}") from exc
         except TimeoutError as exc:
             raise PublishError("publish not confirmed in time") from exc
@@ -136,7 +169,22 @@ class AmqpBus(Bus):
         self._consumer_channels.append(channel)
         q = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         self._queues[name] = q
-        await q.consume(self._wrap(handler, manual=False), no_ack=True)
+
+        async def on_raw(message: aiormq.abc.DeliveredMessage) -> None:
+            try:
+                await handler(
+                    Delivery(
+                        body=message.body,
+                        routing_key=message.routing_key or "",
+                        exchange=message.exchange or "",
+                    )
+                )
+            except Exception:
+                log.exception("consumer failed on a message")
+
+        raw = await channel.get_underlay_channel()
+        await raw.basic_consume(name, on_raw, no_ack=True)
+        self._raw_consumers.append((channel, name, on_raw))
 
     def _wrap(self, handler: Handler, *, manual: bool) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
