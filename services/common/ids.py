@@ -41,7 +41,14 @@ def message_id(sender_id: str, client_msg_id: str) -> str:
     return "m" + _b32(int.from_bytes(digest[:16], "big"), 25)
 
 
+_last_second: list[object] = [-1, ""]  # (second, "YYYY-MM-DDTHH:MM:SS.") of the last call
+
+
 def iso_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: 2026-11-23T10:15:30.123Z."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    second = ms // 1000
+    if _last_second[0] != second:  # on the hot path the second rarely changes between calls
+        dt = datetime.fromtimestamp(second, tz=UTC)
+        _last_second[1] = dt.strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second[0] = second
+    return f"{_last_second[1]}{ms % 1000:03d}Z"
