@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 WEB = Path(__file__).resolve().parents[2] / "web"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # playwright's loop must not outlive these tests
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         svc.missing("chromium is not installed (run `make setup-system`)")
