@@ -58,3 +58,18 @@ fmt: venv
 
 clean:
 	rm -rf var $(VENV)
+
+## benchmarks (issue 8): the scaled mode on this machine vs its ceilings and a peer, < 15 min;
+## writes docs/benchmarks/results.{json,md} and PNG plots. Needs the local RabbitMQ and MariaDB.
+bench: venv
+	$(PY) -m bench.run --out docs/benchmarks
+
+## the same harness with tiny sizes, into a temp dir (runs in `make test` via tests/bench)
+bench-smoke: venv
+	out=$${BENCH_OUT:-$$(mktemp -d /tmp/chat-bench-smoke.XXXXXX)} && \
+	  $(PY) -m bench.run --smoke --out $$out && echo "results in $$out"
+
+## the long fault-injection soak: tests marked `chaos` in tests/faults (private RabbitMQ and
+## MariaDB nodes started by the tests; ~10 min). CHAT_SOAK_SECONDS / CHAT_SOAK_CLIENTS tune it.
+chaos: venv
+	CHAT_CHAOS=1 $(PY) -m pytest -q -rA -m chaos tests/faults $(PYTEST_ARGS)

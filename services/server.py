@@ -4,6 +4,7 @@ in-flight sends be acked and closes its sockets with 1012, then uvicorn shuts do
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
@@ -47,6 +48,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         ws_max_size=settings.max_frame_bytes,  # uvicorn's default is 16 MiB
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
+        # chat frames are small: compression would cost ~40 KiB per browser socket for little
+        ws_per_message_deflate=False,
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -61,5 +64,7 @@ def serve(settings: Settings) -> None:
 
     app = create_app(settings)
     config = uvicorn_config(app.state.asgi, settings)
+    gc.collect()
+    gc.freeze()  # what exists now lives for the process: keep it out of every collection
     server = DrainingServer(config, app.state.drain, settings.shutdown_grace)
     server.run()

@@ -617,11 +617,14 @@ class GatewayService:
         origin = event.get("origin") or {}
         skip = origin.get("conn") if origin.get("gw") == self.gw else None
         text = orjson.dumps({"type": "message", "message": msg}).decode()
+        sent = 0
         for uid in self.room_users.get(msg["room"], ()):
             for c in self.conns.get(uid, ()):
                 if c.id != skip:
                     c.send_text(text)
-                    metrics.DELIVERED.inc()
+                    sent += 1
+        if sent:
+            metrics.DELIVERED.inc(sent)
 
     def _deliver_typing(self, event: dict[str, Any]) -> None:
         text = orjson.dumps(

@@ -10,7 +10,9 @@ after a reconnect, once aio-pika has restored the channel, the queue and its bin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 from typing import Any
 
 import aio_pika
@@ -28,13 +30,10 @@ from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, Pub
 
 log = logging.getLogger("chat.bus")
 
-# shared, never mutated: aiormq only fills in message_id when it is empty
-_PERSISTENT = aiormq.spec.Basic.Properties(
-    content_type="application/json", delivery_mode=2, message_id="-"
-)
-_TRANSIENT = aiormq.spec.Basic.Properties(
-    content_type="application/json", delivery_mode=1, message_id="-"
-)
+# aiormq matches a returned (unroutable) message to its publish by message_id, so every publish
+# carries its own; a counter is cheaper than the random UUID aiormq would make
+_message_ids = itertools.count(1)
+_ID_PREFIX = f"{os.getpid():x}-"
 
 
 class AmqpBus(Bus):
@@ -124,26 +123,24 @@ class AmqpBus(Bus):
             raise BusUnavailable("not connected to the broker")
         if exchange not in self._exchanges:
             raise PublishError(f"no exchange {exchange!r}")
-        if headers:
-            props = aiormq.spec.Basic.Properties(
-                content_type="application/json",
-                delivery_mode=2 if persistent else 1,
-                headers=headers,
-                message_id="-",
-            )
-        else:
-            props = _PERSISTENT if persistent else _TRANSIENT
+        props = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2 if persistent else 1,
+            headers=headers,
+            message_id=f"{_ID_PREFIX}{next(_message_ids)}",
+        )
         try:
             channel = self._raw_pub
             if channel is None or channel.is_closed:
                 channel = self._raw_pub = await self._pub.get_underlay_channel()
-            result = await channel.basic_publish(
+            result = await channel.basic_publish(  # type: ignore[call-arg]
                 body,
                 exchange=exchange,
                 routing_key=routing_key,
                 properties=props,
                 mandatory=mandatory,
                 timeout=timeout,
+                wait=False,  # no need to wait for the socket write: the confirm is awaited
             )
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused the message: {exc}") from exc

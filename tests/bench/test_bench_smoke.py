@@ -1,0 +1,101 @@
+"""`make bench-smoke` in `make test`: the benchmark harness runs end to end with tiny sizes (real
+RabbitMQ, MariaDB, gunicorn/uvicorn processes, load-generator processes) and its JSON holds
+every figure, so the harness cannot rot. Benchmarks never gate on speed: only on completeness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import services as svc
+from tools.cluster import ROOT
+
+pytestmark = [pytest.mark.scaled, pytest.mark.timeout(420)]
+
+
+def _require_services() -> None:
+    """Skip loudly without the real services; under CI=true, fail instead (never skip)."""
+    if not svc.port_open(svc.RABBIT_HOST, svc.RABBIT_PORT):
+        svc.missing(f"RabbitMQ is not reachable at {svc.RABBIT_HOST}:{svc.RABBIT_PORT}")
+    if svc.rabbitmqctl() is None:
+        svc.missing("rabbitmqctl is not installed (the benchmarks create their own vhosts)")
+    if not svc.port_open(svc.MYSQL_HOST, svc.MYSQL_PORT):
+        svc.missing(f"MySQL/MariaDB is not reachable at {svc.MYSQL_HOST}:{svc.MYSQL_PORT}")
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    _require_services()
+    make = shutil.which("make")
+    assert make, "make is required"
+    proc = subprocess.run(
+        [make, "-s", "bench-smoke", f"BENCH_OUT={tmp_path}"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"bench-smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["kind"] == "smoke" and not r["errors"], r["errors"]
+    assert r["machine"]["cores"] >= 1 and r["machine"]["cpu"]
+
+    # ceilings: every AMQP variant and the relay measured, every message delivered
+    amqp = r["ceiling"]["amqp"]
+    for key in (
+        "aiopika_roundtrip_confirms",
+        "aiopika_roundtrip_confirms_quorum",
+        "aiopika_roundtrip_noconfirms",
+        "aiormq_roundtrip_confirms",
+        "aiormq_publish_confirms",
+        "aiormq_publish_noconfirms",
+    ):
+        assert amqp[key]["rate"] > 0, key
+    relay = r["ceiling"]["relay"]
+    assert relay["delivered"] > 0 and relay["missing"] == 0
+
+    # the peer: python-socketio delivered everything it was sent
+    peer = r["peer"]["runs"][0]
+    assert peer["throughput"]["delivered"] > 0 and peer["throughput"]["missing"] == 0, peer
+    assert peer["tries"] and peer["tries"][0]["delivered"] > 0
+
+    s = r["scaled"]
+    for t in s["throughput"]:
+        c = t["closed_loop"]
+        assert c["delivered"] > 0 and c["missing"] == 0 and not c["errors"], c
+        assert t["tries"] and all(v["delivered"] > 0 for v in t["tries"]), t["tries"]
+    for x in s["latency"]:
+        assert x["missing"] == 0 and x["latency_ms"]["p99"] is not None, x
+        assert x["history"]["rows"] == x["sent"], x["history"]  # every message in MySQL
+    fo = s["fanout"]
+    assert fo["complete"] == fo["messages"] and fo["deliveries"] == fo["expected_deliveries"], fo
+    idle = s["idle"]
+    assert idle["failures"] == 0 and idle["open_at_end"] == idle["steps"][-1]["target"], idle
+    assert all(st["gateway_rss_kib"] > 0 for st in idle["steps"])
+    assert s["login"]["logins"] > 0 and s["login"]["codes"].get("200") == s["login"]["logins"]
+    assert r["history"].get("live_rate"), r["history"]
+
+    # the report: targets table, tables and plots
+    assert {t["target"][:10] for t in r["targets"]}
+    md = (tmp_path / "results.md").read_text()
+    for heading in (
+        "## Targets",
+        "## Throughput",
+        "## Latency",
+        "## Fan-out",
+        "## Idle",
+        "## Login",
+    ):
+        assert heading in md
+    for png in ("throughput_vs_gateways.png", "latency_vs_rate.png", "memory_per_connection.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
