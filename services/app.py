@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -174,7 +175,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await bus.close()
             engine.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        detail = getattr(exc, "detail", "") or code.replace("_", " ")
+        return JSONResponse({"error": {"code": code, "message": str(detail)}}, status_code=status)
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.bus = bus
     app.state.engine = engine

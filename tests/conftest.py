@@ -44,6 +44,7 @@ def allinone() -> Iterator[Stack]:
         CHAT_HOST="127.0.0.1",
         CHAT_JWT_SECRET=secrets.token_urlsafe(48),
         CHAT_GATEWAY_ID="aio",
+        CHAT_ALLOWED_ORIGINS=f"http://127.0.0.1,{f'http://127.0.0.1:{port}'}",
     )
     log = open(tmp / "server.log", "wb")
     proc = subprocess.Popen(

@@ -83,6 +83,10 @@ http {{
     location /api/presence {{ proxy_pass http://gateway; }}
     location = /ws {{
       proxy_pass http://gateway;
+      # a location with its own proxy_set_header inherits none of the server's: repeat them
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
       proxy_read_timeout 3600s;
@@ -161,12 +165,13 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
     nginx: Proc | None = None
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    ports: list[int] = field(default_factory=list)  # every process's port: allowed origins
 
     def env(self, **more: str) -> dict[str, str]:
         env = dict(os.environ)
         origins = ["http://127.0.0.1", "http://localhost"]
-        if self.port:
-            origins += [f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}"]
+        for port in ([self.port] if self.port else []) + self.ports:
+            origins += [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
         env.update(
             CHAT_DATABASE_URL=self.database_url,
             CHAT_BROKER_URL=self.broker_url,
@@ -210,7 +215,9 @@ class Cluster:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"migration failed: {migrate.stderr.decode()[-2000:]}")
-        auth_port = free_port()
+        auth_port, hport = free_port(), free_port()
+        gw_ports = [free_port() for _ in range(self.gateways)]
+        self.ports += [auth_port, hport, *gw_ports]  # known before any env() is built
         self.procs.append(
             Proc(
                 "auth",
@@ -219,7 +226,6 @@ class Cluster:
                 auth_port,
             )
         )
-        hport = free_port()
         self.procs.append(
             Proc(
                 "history",
@@ -229,7 +235,7 @@ class Cluster:
             )
         )
         for i in range(1, self.gateways + 1):
-            self.add_gateway(i, start=False)
+            self.add_gateway(i, start=False, port=gw_ports[i - 1])
         for p in self.procs:
             p.start(logs)
         for p in self.procs:
@@ -238,8 +244,10 @@ class Cluster:
             self._start_nginx(logs)
         return self
 
-    def add_gateway(self, i: int, start: bool = True) -> Proc:
-        port = free_port()
+    def add_gateway(self, i: int, start: bool = True, port: int | None = None) -> Proc:
+        if port is None:
+            port = free_port()
+            self.ports.append(port)
         proc = Proc(
             f"gateway{i}",
             [PYTHON, "-m", "services", "gateway"],

@@ -48,6 +48,7 @@ class Connection:
         "bucket",
         "close_code",
         "closed",
+        "held",
         "id",
         "inflight",
         "outbox",
@@ -72,7 +73,18 @@ class Connection:
         self.closed = False
         self.close_code: int | None = None
         self.inflight: set[asyncio.Task[Any]] = set()
+        self.held: list[str] | None = None
         self._writer: asyncio.Task[None] | None = None
+
+    def hold(self) -> None:
+        """Keep frames back until ``release_with`` (so that ``ready`` comes first)."""
+        self.held = []
+
+    def release_with(self, first: dict[str, Any]) -> None:
+        held, self.held = self.held or [], None
+        self.send(first)
+        for text in held:
+            self.send_text(text)
 
     def start_writer(self) -> None:
         """Frames may be queued from now on (kept for the endpoint's call order)."""
@@ -100,6 +112,12 @@ class Connection:
 
     def send_text(self, text: str) -> None:
         if self.closed:
+            return
+        if self.held is not None:
+            if len(self.held) >= self.queue_max:
+                self.close_soon(CLOSE_TOO_SLOW, "reader too slow")
+                return
+            self.held.append(text)
             return
         if len(self.outbox) >= self.queue_max:
             self.close_soon(CLOSE_TOO_SLOW, "reader too slow")

@@ -76,13 +76,16 @@ class Presence:
         last = time.monotonic()
         while True:
             await asyncio.sleep(tick)
-            if time.monotonic() - last >= self.heartbeat:
-                last = time.monotonic()
-                try:
-                    await self._announce({"kind": "state", "users": sorted(self.local)})
-                except PublishError:
-                    log.warning("presence heartbeat not published (broker unavailable)")
-            await self.expire()
+            try:
+                if time.monotonic() - last >= self.heartbeat:
+                    last = time.monotonic()
+                    try:
+                        await self._announce({"kind": "state", "users": sorted(self.local)})
+                    except PublishError:
+                        log.warning("presence heartbeat not published (broker unavailable)")
+                await self.expire()
+            except Exception:  # nothing may end the heartbeat and the expiry of dead gateways
+                log.exception("presence tick failed")
 
     async def _announce(self, payload: dict[str, Any]) -> None:
         payload["gw"] = self.gateway_id

@@ -138,6 +138,12 @@ class GatewayService:
         """The broker came back: our queue and bindings were restored, but anything routed
         while we were away is gone from the live stream; tell clients and re-sync them."""
         await asyncio.to_thread(load_revoked, self.engine, self.revoked, self.settings.access_ttl)
+        # aio-pika restored the bindings that had succeeded; those asked for while the broker
+        # was away failed fast and are applied now, before anyone is told to resync
+        for uid in list(self.conns):
+            await self._sync_user(uid)
+        for rid in list(self.room_users):
+            await self._sync_room(rid)
         for cs in list(self.conns.values()):
             for c in list(cs):
                 c.send({"type": "resync"})
@@ -159,7 +165,11 @@ class GatewayService:
                     self.bound.add(ident)
                 elif not want and ident in self.bound:
                     self.bound.discard(ident)
-                    await self.bus.unbind(self.queue, exchange, key)
+                    try:
+                        await self.bus.unbind(self.queue, exchange, key)
+                    except PublishError:
+                        self.bound.add(ident)  # still bound: a later sync retries
+                        raise
             except PublishError:
                 log.warning("binding %s %s not changed: broker unavailable", exchange, key)
         if not lock.locked() and not want:
@@ -236,9 +246,10 @@ class GatewayService:
         origin = ws.headers.get("origin")
         if not origin:
             return False
-        if origin in self.settings.allowed_origins or "*" in self.settings.allowed_origins:
-            return True
-        host = ws.headers.get("host", "")
+        allowed = self.settings.allowed_origins
+        if allowed:  # an explicit allow-list is the whole truth (no Host fallback: DNS rebinding)
+            return origin in allowed or "*" in allowed
+        host = ws.headers.get("host", "")  # none configured (all-in-one): the page's own origin
         return origin in (f"http://{host}", f"https://{host}")
 
     async def ws_endpoint(self, ws: WebSocket) -> None:
@@ -307,6 +318,7 @@ class GatewayService:
     async def _register(self, conn: Connection, claims: AccessClaims) -> None:
         conn.user_id, conn.username, conn.sid = claims.user_id, claims.username, claims.sid
         rooms = await asyncio.to_thread(self._load_rooms, claims.user_id)
+        conn.hold()  # live frames that arrive before `ready` wait behind it
         self.conns.setdefault(conn.user_id, set()).add(conn)
         for room in rooms:
             self._join_local(conn.user_id, room)
@@ -318,7 +330,7 @@ class GatewayService:
         if claims.sid in self.revoked:  # logged out while we were loading
             conn.close_soon(CLOSE_AUTH, "session revoked")
             return
-        conn.send(
+        conn.release_with(
             {
                 "type": "ready",
                 "user": {"id": conn.user_id, "username": conn.username},

@@ -30,6 +30,10 @@ from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, Pub
 
 log = logging.getLogger("chat.bus")
 
+# aiormq declares a connection dead after (heartbeat + 1) x this many seconds of silence; its
+# default of 3 means ~4 heartbeats; 2 brings detection close to two heartbeats
+aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
+
 # aiormq matches a returned (unroutable) message to its publish by message_id, so every publish
 # carries its own; a counter is cheaper than the random UUID aiormq would make
 _message_ids = itertools.count(1)
@@ -142,6 +146,9 @@ class AmqpBus(Bus):
                 timeout=timeout,
                 wait=False,  # no need to wait for the socket write: the confirm is awaited
             )
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BusUnavailable("broker connection lost while publishing") from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused the message: {exc}") from exc
         except TimeoutError as exc:
@@ -220,18 +227,27 @@ class AmqpBus(Bus):
         return on_message
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        q = await self._queue(queue)
-        try:
-            await q.bind(exchange, routing_key)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BusUnavailable(f"bind failed: {exc!r}") from exc
+        await self._binding(queue, exchange, routing_key, bind=True)
 
     async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._binding(queue, exchange, routing_key, bind=False)
+
+    async def _binding(
+        self, queue: str, exchange: str, routing_key: str, *, bind: bool, timeout: float = 5.0
+    ) -> None:
+        """Fail fast while disconnected (aio-pika would wait for the broker without a bound);
+        the caller keeps track of what it wanted and re-applies it after a reconnect."""
+        if not self.connected:
+            raise BusUnavailable("not connected to the broker")
         q = await self._queue(queue)
         try:
-            await q.unbind(exchange, routing_key)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BusUnavailable(f"unbind failed: {exc!r}") from exc
+            op = q.bind(exchange, routing_key) if bind else q.unbind(exchange, routing_key)
+            await asyncio.wait_for(op, timeout)
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BusUnavailable("broker connection lost while binding") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise BusUnavailable(f"{'bind' if bind else 'unbind'} failed: {exc!r}") from exc
 
     async def _queue(self, name: str) -> AbstractQueue:
         q = self._queues.get(name)
@@ -256,3 +272,11 @@ class AmqpBus(Bus):
         if self._conn is None:
             raise BusUnavailable("not connected to the broker")
         return self._conn
+
+
+def _reraise_if_cancelled() -> None:
+    """aiormq cancels the operations in flight when it declares a connection dead: that is a
+    broker failure to report, unless our own task is the one being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
