@@ -77,6 +77,7 @@ class GatewayService:
         self.acked: LRU[tuple[str, str], dict[str, Any]] = LRU(200_000)
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         self.markers: dict[str, Connection] = {}
+        self.sync_waiters: dict[str, asyncio.Future[None]] = {}
         # per room, the newest sent_ms this gateway has seen: a new message is stamped after
         # it, so a reply is never ordered before the message it answers (same millisecond)
         self.room_clock: dict[str, int] = {}
@@ -359,6 +360,23 @@ class GatewayService:
             self.markers.pop(marker, None)
             log.warning("sync marker not published (broker unavailable)")
 
+    async def _writer_caught_up(self, timeout: float) -> bool:
+        """True once the history writer has committed everything routed before this call."""
+        marker = new_id()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sync_waiters[marker] = future
+        body = orjson.dumps({"type": "marker", "marker": marker, "gw": self.gw})
+        try:
+            await self.bus.publish(
+                topology.MESSAGES, SYNC_KEY, body, mandatory=True, persistent=True
+            )
+            await asyncio.wait_for(future, timeout)
+            return True
+        except (PublishError, TimeoutError):
+            return False
+        finally:
+            self.sync_waiters.pop(marker, None)
+
     async def _unregister(self, conn: Connection) -> None:
         await conn.stop_writer()
         for marker in [m for m, c in self.markers.items() if c is conn]:
@@ -492,6 +510,9 @@ class GatewayService:
         mid = message_id(conn.user_id, frame.client_msg_id)
         if frame.retry:
             stored = await asyncio.to_thread(self._stored_message, mid, conn.user_id)
+            if stored is None and await self._writer_caught_up(5.0):
+                # the first attempt may still have been on its way to history: now it is not
+                stored = await asyncio.to_thread(self._stored_message, mid, conn.user_id)
             if stored is not None:
                 return stored
         sent = max(now_ms(), self.room_clock.get(room_id, 0) + 1)
@@ -612,9 +633,13 @@ class GatewayService:
             elif kind == "session_revoked":
                 self._revoke(event)
             elif kind == "synced":
-                conn = self.markers.pop(str(event.get("marker")), None)
+                marker = str(event.get("marker"))
+                conn = self.markers.pop(marker, None)
                 if conn is not None:
                     conn.send({"type": "synced"})
+                waiter = self.sync_waiters.get(marker)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed event on %s", d.routing_key)
 
