@@ -510,8 +510,15 @@ class GatewayService:
         mid = message_id(conn.user_id, frame.client_msg_id)
         if frame.retry:
             stored = await asyncio.to_thread(self._stored_message, mid, conn.user_id)
-            if stored is None and await self._writer_caught_up(5.0):
-                # the first attempt may still have been on its way to history: now it is not
+            if stored is None:
+                # the first attempt may still be on its way to history (its answer was lost or
+                # `unavailable`): let the writer pass everything routed before now, look again
+                if not await self._writer_caught_up(5.0):
+                    raise FrameError(
+                        "unavailable",
+                        "history is catching up; retry in a moment",
+                        frame.client_msg_id,
+                    )
                 stored = await asyncio.to_thread(self._stored_message, mid, conn.user_id)
             if stored is not None:
                 return stored

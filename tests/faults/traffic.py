@@ -92,6 +92,8 @@ class Traffic:
                 continue
             except NotConnected:
                 self.ledger.no_answer(op, "closed", time.monotonic() - started)
+                await asyncio.sleep(backoff)  # never spin: the reconnect needs the loop
+                backoff = min(backoff * 2, 1.0)
                 continue
             self.ledger.answered(op, frame, time.monotonic() - started)
             if frame["type"] == "ack":
