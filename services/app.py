@@ -91,7 +91,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     bus = create_bus(settings.broker_url, settings.history_delivery_limit)
     revoked = RevocationSet()
     routes: list[BaseRoute] = []
-    starters: list[Any] = []
     gateway = history = None
     relay: OutboxRelay | None = None
 
@@ -192,7 +191,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.history = history
     app.state.relay = relay
     app.state.drain = gateway.stop if gateway is not None else None
-    del starters
     outer: ASGIApp = app if auth_asgi is None else PrefixDispatch(app, auth_asgi)
     app.state.asgi = SecurityHeaders(outer)
     return app

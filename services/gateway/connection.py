@@ -86,9 +86,6 @@ class Connection:
         for text in held:
             self.send_text(text)
 
-    def start_writer(self) -> None:
-        """Frames may be queued from now on (kept for the endpoint's call order)."""
-
     def _kick(self) -> None:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())

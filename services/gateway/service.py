@@ -267,7 +267,6 @@ class GatewayService:
         claims = await self._authenticate(conn)
         if claims is None:
             return
-        conn.start_writer()
         try:
             await self._register(conn, claims)
         except Exception:
