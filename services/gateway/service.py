@@ -591,9 +591,10 @@ class GatewayService:
                     await self.bus.publish(*events.room_event("joined", uid, room))
                 except PublishError:
                     log.warning("room event not published; the outbox relay will carry it")
-        if self._join_local(conn.user_id, room):
+        new = self._join_local(conn.user_id, room)
+        await self._sync_room(room["id"])  # bound before anyone is told (see _apply_room_event)
+        if new:
             self._tell(conn.user_id, "joined", room)
-        await self._sync_room(room["id"])
         return room["id"], (peer_id if created else None)
 
     def _create_direct(self, user_id: str, username: str) -> tuple[dict[str, Any], bool, str]:
@@ -685,11 +686,15 @@ class GatewayService:
         if kind == "joined":
             if conns:
                 before = self.rooms.get(rid)
-                if self._join_local(user_id, room):
+                new = self._join_local(user_id, room)
+                # bound before the client hears of the room: a message its members send once
+                # they see it joined must reach this gateway (nothing for the room is routed
+                # here before the bind, so nothing can arrive ahead of the "joined" frame)
+                await self._sync_room(rid)
+                if new:
                     self._tell(user_id, "joined", room)
                 elif before != room:
                     self._tell(user_id, "updated", room)
-                await self._sync_room(rid)
         elif kind == "left":
             if conns and self._leave_local(user_id, rid):
                 self._tell(user_id, "left", room)
