@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import pytest
-
 from tests.conftest import FAST_ENV
 from tests.faults.conftest import FaultEnv
 from tests.faults.ledger import wait_verified
@@ -352,18 +350,15 @@ def test_sigstop_broker_dead_connections_detected_then_recovery(faults: FaultEnv
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    reason="F9 (docs/RELIABILITY.md): the gateway now waits for a sync marker before re-publishing "
-    "a retry, but this reproduction has not been re-run green since; open",
-    strict=False,
-)
 def test_retry_after_an_ambiguous_unavailable_is_acked_as_stored(faults: FaultEnv) -> None:
     """F9, deterministically. The broker freezes with a send in flight; the gateway declares the
     connection dead and answers ``unavailable``, but the publish's frames already sit in the
     broker's socket: on SIGCONT the broker routes it. The history writer is frozen meanwhile
     (SIGSTOP), so when the client resends with ``retry: true`` the gateway cannot find the
-    message in history and publishes it again. History keeps the first copy; the retry's ack
-    (and the live copy of the other member) must be that stored message, same ``sent_at``."""
+    message in history. Before F9's fix it published it again and acked that second version;
+    now it must wait for the writer (a sync marker) and answer ``unavailable`` while the writer
+    is frozen. Once the writer is back, the retry's ack (and the live copy of the other member)
+    must be the stored message, same ``sent_at``."""
     env = faults
     writer = env.cluster.history
     gw_urls = [g.url for g in env.cluster.gateway_procs]
@@ -394,14 +389,22 @@ def test_retry_after_an_ambiguous_unavailable_is_acked_as_stored(faults: FaultEn
             scene.ledger.answered(op, first, now() - t0)
             await monitor.wait_all(False, 15)  # the gateway declared the connection dead
             env.rabbit.resume()
+            await monitor.wait_all(True, 30)
+            # the writer is still frozen: the gateway cannot learn whether the first attempt
+            # reached history, so the retry must not publish a second version
+            scene.ledger.attempt(op)
+            while_frozen = await sender.send(room, "maybe", "amb-1", retry=True, timeout=15)
+            scene.ledger.answered(op, while_frozen, now() - t0)
+            writer.signal(signal.SIGCONT)
             ack: dict[str, object] = {}
+            deadline = now() + 30
             while ack.get("type") != "ack":
+                assert now() < deadline, f"no ack for the retry within 30 s: {ack}"
                 scene.ledger.attempt(op)
                 ack = await sender.send(room, "maybe", "amb-1", retry=True, timeout=15)
                 scene.ledger.answered(op, ack, now() - t0)
                 if ack.get("type") != "ack":
                     await asyncio.sleep(0.1)
-            writer.signal(signal.SIGCONT)
             mid = ack["message"]["id"]  # type: ignore[index]
             await wait_until(lambda: mid in other.messages, 20, "the other member has it")
             verdict, _ = await asyncio.to_thread(
@@ -409,6 +412,7 @@ def test_retry_after_an_ambiguous_unavailable_is_acked_as_stored(faults: FaultEn
             )
             return {
                 "first_answer": first.get("code", first.get("type")),
+                "retry_while_writer_frozen": while_frozen.get("code", while_frozen.get("type")),
                 "ack": ack["message"]["sent_at"],  # type: ignore[index]
                 "history": verdict.rows[mid]["sent_at"] if mid in verdict.rows else None,
                 "live": other.messages[mid]["sent_at"],
@@ -423,4 +427,6 @@ def test_retry_after_an_ambiguous_unavailable_is_acked_as_stored(faults: FaultEn
     out = asyncio.run(scenario())
     report("9 ambiguous unavailable, then retry", dict(out))
     assert out["first_answer"] == "unavailable", out
+    assert out["retry_while_writer_frozen"] == "unavailable", out
     assert out["ack"] == out["history"] == out["live"], out
+    assert not out["problems"], out
