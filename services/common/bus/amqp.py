@@ -1,11 +1,12 @@
 """RabbitMQ through aio-pika: a robust connection (it redeclares queues, bindings and
 consumers after a broker restart), one publisher channel with confirms and returns raised,
-and one channel per manual-ack consumer so each has its own prefetch.
+and one channel per consumer so each has its own prefetch.
 
 The per-message paths skip aio-pika's object layer and talk to the aiormq channel beneath it
 (aio-pika's per-message cost is ~2.6x aiormq's): ``publish`` calls ``basic_publish`` with
-prebuilt properties, and the auto-ack private queues consume with ``basic_consume`` (re-issued
-after a reconnect, once aio-pika has restored the channel, the queue and its bindings)."""
+prebuilt properties, and every consumer (the auto-ack private queues and the manual-ack durable
+queues) uses ``basic_consume`` (re-issued after a reconnect, once aio-pika has restored the
+channel, its prefetch, the queue and its bindings)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
@@ -49,7 +49,7 @@ class AmqpBus(Bus):
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._consumer_channels: list[AbstractRobustChannel] = []
-        self._raw_consumers: list[tuple[AbstractRobustChannel, str, Any]] = []
+        self._raw_consumers: list[tuple[AbstractRobustChannel, str, Any, bool]] = []
         self._raw_pub: aiormq.abc.AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -84,10 +84,10 @@ class AmqpBus(Bus):
         self._spawn(self._after_reconnect())
 
     async def _after_reconnect(self) -> None:
-        for channel, queue, callback in self._raw_consumers:
+        for channel, queue, callback, no_ack in self._raw_consumers:
             try:
                 raw = await channel.get_underlay_channel()
-                await raw.basic_consume(queue, callback, no_ack=True)
+                await raw.basic_consume(queue, callback, no_ack=no_ack)
             except Exception:
                 log.exception("could not resume consuming %s after a reconnect", queue)
         await self._fire(self._reconnect_listeners)
@@ -161,10 +161,21 @@ class AmqpBus(Bus):
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
         conn = self._require()
         channel = await conn.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=prefetch)
+        await channel.set_qos(prefetch_count=prefetch)  # the robust channel restores it
         self._consumer_channels.append(channel)
-        q = await channel.get_queue(queue, ensure=True)
-        await q.consume(self._wrap(handler, manual=True))
+        await channel.get_queue(queue, ensure=True)
+
+        async def on_raw(message: aiormq.abc.DeliveredMessage) -> None:
+            delivery = _manual_delivery(message)
+            try:
+                await handler(delivery)
+            except Exception:
+                log.exception("consumer failed on a message")
+                await delivery.nack(requeue=True)
+
+        raw = await channel.get_underlay_channel()
+        await raw.basic_consume(queue, on_raw, no_ack=False)
+        self._raw_consumers.append((channel, queue, on_raw, False))
 
     async def private_queue(self, name: str, handler: Handler) -> None:
         conn = self._require()
@@ -188,43 +199,7 @@ class AmqpBus(Bus):
 
         raw = await channel.get_underlay_channel()
         await raw.basic_consume(name, on_raw, no_ack=True)
-        self._raw_consumers.append((channel, name, on_raw))
-
-    def _wrap(self, handler: Handler, *, manual: bool) -> Any:
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            headers = dict(message.headers or {})
-            count = headers.get("x-delivery-count", 0)
-            delivery = Delivery(
-                body=message.body,
-                routing_key=message.routing_key or "",
-                exchange=message.exchange or "",
-                redelivered=bool(message.redelivered),
-                delivery_count=int(count) if isinstance(count, int) else 0,
-                headers=headers,
-            )
-            if manual:
-
-                async def ack(multiple: bool) -> None:
-                    try:
-                        await message.ack(multiple=multiple)
-                    except Exception:  # channel gone: the broker redelivers; ids make it safe
-                        log.warning("ack failed; the message will be redelivered")
-
-                async def nack(requeue: bool) -> None:
-                    try:
-                        await message.nack(requeue=requeue)
-                    except Exception:
-                        log.warning("nack failed; the message will be redelivered")
-
-                delivery._ack, delivery._nack = ack, nack
-            try:
-                await handler(delivery)
-            except Exception:
-                log.exception("consumer failed on a message")
-                if manual:
-                    await delivery.nack(requeue=True)
-
-        return on_message
+        self._raw_consumers.append((channel, name, on_raw, True))
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         await self._binding(queue, exchange, routing_key, bind=True)
@@ -272,6 +247,39 @@ class AmqpBus(Bus):
         if self._conn is None:
             raise BusUnavailable("not connected to the broker")
         return self._conn
+
+
+def _manual_delivery(message: aiormq.abc.DeliveredMessage) -> Delivery:
+    """A manual-ack delivery straight from aiormq: acks go to the channel it came on (after a
+    reconnect that channel is gone and the broker redelivers; message ids make that safe)."""
+    frame = message.delivery
+    props = message.header.properties
+    headers = dict(props.headers or {})
+    count = headers.get("x-delivery-count", 0)
+    channel, tag = message.channel, message.delivery_tag or 0
+
+    async def ack(multiple: bool) -> None:
+        try:
+            await channel.basic_ack(tag, multiple=multiple, wait=False)
+        except Exception:
+            log.warning("ack failed; the message will be redelivered")
+
+    async def nack(requeue: bool) -> None:
+        try:
+            await channel.basic_nack(tag, requeue=requeue, wait=False)
+        except Exception:
+            log.warning("nack failed; the message will be redelivered")
+
+    return Delivery(
+        body=message.body,
+        routing_key=message.routing_key or "",
+        exchange=message.exchange or "",
+        redelivered=bool(getattr(frame, "redelivered", False)),
+        delivery_count=int(count) if isinstance(count, int) else 0,
+        headers=headers,
+        _ack=ack,
+        _nack=nack,
+    )
 
 
 def _reraise_if_cancelled() -> None:
