@@ -9,7 +9,8 @@ to ``chat.messages`` with publisher confirms, pipelined, as fast as it can. Two 
 - live: the writer runs while the messages are published; reports the writer's sustained rate
   (rows / (last commit - first commit)) and the write lag (commit - sent_ms) p50/p90/p99/max,
   read back from the rows (``written_ms - sent_ms``);
-- paced: messages published at a steady rate (``--rates``, 5 s each), the lag at that load;
+- paced: messages published at a steady rate (``--rates``, ``--paced-s`` each, 5 s by
+  default), the lag at that load;
 - backlog: the messages are published with the writer stopped, then it is started: the drain
   rate is the writer's ceiling with no publisher competing for the CPU.
 """
@@ -179,8 +180,9 @@ def main() -> None:
     ap.add_argument("--batch-ms", type=int, default=20)
     ap.add_argument("--window", type=int, default=500, help="publishes awaiting confirms at once")
     ap.add_argument(
-        "--rates", default="500,1000,2000", help="paced phases (msg/s, 5 s each) for the lag"
+        "--rates", default="500,1000,2000", help="paced phases (msg/s, --paced-s each) for the lag"
     )
+    ap.add_argument("--paced-s", type=float, default=5.0, help="length of each paced phase")
     ap.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     ap.add_argument("--mysql", default="mysql://root@127.0.0.1:3306/")
     args = ap.parse_args()
@@ -224,7 +226,7 @@ def main() -> None:
         # paced: the lag at a steady offered load
         done = args.messages
         for rate in [int(r) for r in args.rates.split(",") if r]:
-            n = rate * 5
+            n = max(1, int(rate * args.paced_s))
             secs = asyncio.run(
                 publish(amqp, n, args.rooms, args.body, f"rate{rate}", args.window, rate)
             )
