@@ -32,6 +32,7 @@ from bench.common import (
     amqp_url,
     create_vhost,
     delete_vhost,
+    find_pids,
     free_port,
     log,
     run_json,
@@ -249,9 +250,19 @@ def uvicorn_argv(app: str, port: int) -> list[str]:
     ]
 
 
-def relay(spec: dict[str, Any]) -> dict[str, Any]:
+def relay(spec: dict[str, Any], amqp: str = "") -> dict[str, Any]:
+    """The relay of bench/relay_app.py under the loadgen's closed loop; with ``amqp`` (a vhost's
+    URL) it goes through RabbitMQ and a drainer process empties its quorum queue."""
     port = free_port()
-    proc = subprocess.Popen(uvicorn_argv("bench.relay_app:app", port), cwd=ROOT)
+    env = dict(os.environ, RELAY_AMQP_URL=amqp) if amqp else None
+    drainer: subprocess.Popen[bytes] | None = None
+    if amqp:
+        drainer = subprocess.Popen(
+            [PYTHON, "-m", "bench.relay_app", "drain", amqp], cwd=ROOT, stdout=subprocess.PIPE
+        )
+        assert drainer.stdout is not None
+        drainer.stdout.readline()  # "draining": the queue exists before the relay binds it
+    proc = subprocess.Popen(uvicorn_argv("bench.relay_app:app", port), cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz", 30, proc)
@@ -270,13 +281,18 @@ def relay(spec: dict[str, Any]) -> dict[str, Any]:
         run.update(scenario="pairs", protocol="relay", mode="closed", pairs=pairs)
         from bench.common import CpuMeter
 
-        meter = CpuMeter({"relay": [proc.pid]})
+        groups = {"relay": [proc.pid]}
+        if drainer is not None:
+            groups["drainer"] = [drainer.pid]
+        meter = CpuMeter({**groups, **({"rabbitmq": find_pids(["beam.smp"])} if amqp else {})})
         meter.start()
         out = run_json([PYTHON, "-m", "bench.loadgen", json.dumps(run)], timeout=300)
         out["cpu"] = meter.stop()
         return out
     finally:
         stop_proc(proc)
+        if drainer is not None:
+            stop_proc(drainer)
 
 
 async def amqp_all(url: str, n: int, only_baseline: bool = False) -> dict[str, Any]:
@@ -315,6 +331,12 @@ def main() -> None:
     if spec.get("relay") is not None:
         log("ceiling: raw Starlette/uvicorn WebSocket relay")
         result["relay"] = relay(spec["relay"])
+        log("ceiling: the same relay through RabbitMQ (confirms, persistent, + a quorum queue)")
+        vhost = create_vhost("bench_relay")
+        try:
+            result["relay_amqp"] = relay(spec["relay"], amqp_url(vhost))
+        finally:
+            delete_vhost(vhost)
     result["pid"] = os.getpid()
     print(json.dumps(result), flush=True)
 

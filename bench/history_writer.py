@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds  # noqa: E402
 from services.common import topology  # noqa: E402
 from services.common.bus import create_bus  # noqa: E402
 from services.common.db import make_engine  # noqa: E402
@@ -227,15 +228,18 @@ def main() -> None:
         done = args.messages
         for rate in [int(r) for r in args.rates.split(",") if r]:
             n = max(1, int(rate * args.paced_s))
+            cpu0 = cpu_seconds(writer.pid)
             secs = asyncio.run(
                 publish(amqp, n, args.rooms, args.body, f"rate{rate}", args.window, rate)
             )
             done += n
             wait_rows(engine, done, 300)
+            cpu_ms = (cpu_seconds(writer.pid) - cpu0) * 1000 / n
             s = stats(engine, f"rate{rate}")
             print(
                 f"paced {rate}/s: {n} published in {secs:.2f}s; write lag ms p50={s['p50']:.0f} "
-                f"p90={s['p90']:.0f} p99={s['p99']:.0f} max={s['max']:.0f}"
+                f"p90={s['p90']:.0f} p99={s['p99']:.0f} max={s['max']:.0f}; "
+                f"writer CPU {cpu_ms:.3f} ms/msg"
             )
         writer.terminate()
         writer.wait(30)

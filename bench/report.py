@@ -61,6 +61,7 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
         "aiormq_publish_confirms": _get(amqp, "aiormq_publish_confirms", "rate"),
         "aiormq_publish_noconfirms": _get(amqp, "aiormq_publish_noconfirms", "rate"),
         "relay": _get(r, "ceiling", "relay", "delivered_rate"),
+        "relay_amqp": _get(r, "ceiling", "relay_amqp", "delivered_rate"),
         "peer": {n: _get(p, "throughput", "delivered_rate") for n, p in peer.items()},
         "chat_sustained": {g: t.get("sustained_rate") for g, t in tp.items()},
         "chat_closed": {g: _get(t, "closed_loop", "delivered_rate") for g, t in tp.items()},
@@ -98,6 +99,30 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "baseline": f["aiopika_confirms"],
             "ratio": _ratio(closed, f["aiopika_confirms"]),
             "goal": TARGETS["throughput_vs_amqp"],
+            "higher_is_better": True,
+        }
+    )
+    bare = f["relay_amqp"]
+    out.append(
+        {
+            "target": "(the ceiling of the target above: a bare WebSocket relay on the chat's "
+            "broker path, no app logic (bench/relay_app.py with RELAY_AMQP_URL), closed loop, "
+            "vs raw aio-pika)",
+            "value": bare,
+            "baseline": f["aiopika_confirms"],
+            "ratio": _ratio(bare, f["aiopika_confirms"]),
+            "goal": TARGETS["throughput_vs_amqp"],
+            "higher_is_better": True,
+        }
+    )
+    out.append(
+        {
+            "target": "(1 gateway, closed loop, vs that bare relay: what the chat's own logic "
+            "costs; 1.0 = nothing)",
+            "value": closed,
+            "baseline": bare,
+            "ratio": _ratio(closed, bare),
+            "goal": None,
             "higher_is_better": True,
         }
     )
@@ -202,7 +227,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for t in out:
         ratio = t["ratio"]
-        if ratio is None:
+        if ratio is None or t["goal"] is None:  # a reading, not a target
             t["met"] = None
         elif t["higher_is_better"]:
             t["met"] = ratio >= t["goal"]
@@ -247,6 +272,10 @@ def costs(r: dict[str, Any]) -> dict[str, Any]:
         )
     }
     out["relay"] = _per_msg(_get(r, "ceiling", "relay", default={}), ["relay"])
+    bare = _get(r, "ceiling", "relay_amqp", default={})
+    out["relay_amqp"] = _per_msg(bare, ["relay"])
+    out["relay_amqp_drainer"] = _per_msg(bare, ["drainer"])
+    out["relay_amqp_rabbitmq"] = _per_msg(bare, ["rabbitmq"])
     for p in _get(r, "peer", "runs", default=[]):
         out[f"socketio_x{p['servers']}"] = _per_msg(p["throughput"], ["servers"])
     for t in _get(r, "scaled", "throughput", default=[]):
@@ -270,6 +299,9 @@ def cost_rows(r: dict[str, Any]) -> list[list[Any]]:
         ("aiormq_roundtrip_confirms", "raw aiormq publish→consume, confirms"),
         ("aiormq_roundtrip_confirms_nowait", "raw aiormq, confirms, no drain wait"),
         ("relay", "raw Starlette/uvicorn WebSocket relay process"),
+        ("relay_amqp", "bare relay through RabbitMQ: the relay process (publish + deliver)"),
+        ("relay_amqp_drainer", "bare relay through RabbitMQ: its quorum-queue drainer"),
+        ("relay_amqp_rabbitmq", "bare relay through RabbitMQ: RabbitMQ (shared server)"),
     ]
     labels += [
         (k, f"python-socketio servers, {k.rsplit('x', 1)[1]} process(es)")
@@ -321,13 +353,16 @@ def markdown(r: dict[str, Any]) -> str:
     rows = []
     for t in targets(r):
         met = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
+        goal = t["goal"]
+        if goal is None:
+            met = "reading"
         rows.append(
             [
                 t["target"],
                 _f(t["value"], t.get("digits", 1)),
                 _f(t["baseline"], t.get("digits", 1)),
                 _f(t["ratio"], 2)
-                + (f" (goal {'>=' if t['higher_is_better'] else '<='} {t['goal']})"),
+                + (f" (goal {'>=' if t['higher_is_better'] else '<='} {goal})" if goal else ""),
                 met,
             ]
         )
@@ -376,6 +411,13 @@ def markdown(r: dict[str, Any]) -> str:
             "raw Starlette/uvicorn WebSocket relay (1 process)",
             _f(f["relay"]),
             _f(_ratio(f["relay"], f["aiopika_confirms"]), 2),
+        ],
+        [
+            "**bare relay through RabbitMQ** (the same relay; each send published persistent + "
+            "mandatory with a confirm, delivered from its queue; a quorum queue drained by a "
+            "second process): the ceiling of a gateway on this broker path",
+            _f(f["relay_amqp"]),
+            _f(_ratio(f["relay_amqp"], f["aiopika_confirms"]), 2),
         ],
     ]
 
@@ -434,16 +476,17 @@ def markdown(r: dict[str, Any]) -> str:
             ]
             for t in s["throughput"]
         ]
-        relay = _get(r, "ceiling", "relay", default={})
-        rows.append(
-            [
-                "relay",
-                _cpu(relay),
-                _f(relay.get("generator_cpu_pct"), 0) + "%",
-                _f(_get(relay, "ack_latency_ms", "p50"), 1),
-                "-",
-            ]
-        )
+        for name in ("relay", "relay_amqp"):
+            relay = _get(r, "ceiling", name, default={})
+            rows.append(
+                [
+                    name.replace("_amqp", " through RabbitMQ"),
+                    _cpu(relay),
+                    _f(relay.get("generator_cpu_pct"), 0) + "%",
+                    _f(_get(relay, "ack_latency_ms", "p50"), 1),
+                    "-",
+                ]
+            )
         for p in _get(r, "peer", "runs", default=[]):
             rows.append(
                 [

@@ -128,7 +128,7 @@ def history_writer(args: list[str]) -> dict[str, Any]:
         out["live_publish_rate"] = int(m.group(2))
     for m in re.finditer(
         r"paced (\d+)/s: (\d+) published in [\d.]+s; write lag ms p50=(\d+) p90=(\d+) p99=(\d+) "
-        r"max=(\d+)",
+        r"max=(\d+); writer CPU ([\d.]+) ms/msg",
         text,
     ):
         out.setdefault("paced", []).append(
@@ -138,6 +138,7 @@ def history_writer(args: list[str]) -> dict[str, Any]:
                 "lag_ms": {
                     k: int(m.group(i + 3)) for i, k in enumerate(("p50", "p90", "p99", "max"))
                 },
+                "writer_cpu_ms_per_msg": float(m.group(7)),
             }
         )
     m = re.search(r"backlog: writer drained at (\d+) msg/s", text)

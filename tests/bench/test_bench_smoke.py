@@ -60,8 +60,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "aiormq_publish_noconfirms",
     ):
         assert amqp[key]["rate"] > 0, key
-    relay = r["ceiling"]["relay"]
-    assert relay["delivered"] > 0 and relay["missing"] == 0
+    for name in ("relay", "relay_amqp"):  # the WebSocket relay, bare and through RabbitMQ
+        relay = r["ceiling"][name]
+        assert relay["delivered"] > 0 and relay["missing"] == 0, (name, relay)
+    assert r["ceiling"]["relay_amqp"]["cpu"]["cpu_s"]["drainer"] > 0
 
     # the peer: python-socketio delivered everything it was sent
     peer = r["peer"]["runs"][0]
