@@ -166,6 +166,7 @@ class Bench:
             "CHAT_SEND_RATE": "1000000",
             "CHAT_SEND_BURST": "1000000",
             "CHAT_ACCESS_TTL": "7200",
+            "CHAT_REGISTER_PER_IP_HOUR": "1000000",  # the benchmark's users all come from here
         }
         env.update(self.spec.get("env", {}))
         self.cluster = Cluster(

@@ -66,6 +66,7 @@ def create_app(
             per_account=Limit("user", settings.login_fail_per_account_hour, 3600_000),
             per_address=Limit("addr", settings.login_fail_per_ip_burst, 60_000),
         ),
+        register_limit=Limit("reg", settings.register_per_ip_hour, 3600_000),
         clock=clock or now_ms,
         relay=relay,
         background=background,

@@ -15,7 +15,7 @@ from services.auth.extensions import db
 from services.auth.passwords import password_problem
 from services.auth.sessions import InvalidRefresh, live_session, revoke, rotate, start_session
 from services.auth.state import commit_and_publish, state
-from services.auth.throttle import Reservation
+from services.auth.throttle import Reservation, address_key, reserve
 from services.auth.validation import (
     PASSWORD_MAX,
     canonical_username,
@@ -54,6 +54,17 @@ def register() -> tuple[Response, int]:
     st = state()
     if _find_user(username) is not None:  # spare the hashing work for the obvious case
         raise APIError(409, "username_taken", "this username is taken")
+    # Only now any hashing, and only within the address's registration limit.
+    limit = st.register_limit
+    held = reserve(db.session(), [(limit, address_key(_client_address()))], st.clock())
+    if not isinstance(held, Reservation):
+        metrics.REGISTRATIONS_THROTTLED.inc()
+        raise APIError(
+            429,
+            "rate_limited",
+            "too many registrations from this address; try again later",
+            headers={"Retry-After": str(int(held))},
+        )
     user = User(
         id=new_id(),
         username=username,

@@ -15,6 +15,9 @@ LATENCY = Histogram(
 )
 LOGINS = Counter("chat_auth_logins_total", "Login attempts by outcome", ["outcome"])
 REGISTRATIONS = Counter("chat_auth_registrations_total", "Accounts created")
+REGISTRATIONS_THROTTLED = Counter(
+    "chat_auth_registrations_throttled_total", "Registrations refused by the per-address limit"
+)
 REFRESH_REUSE = Counter(
     "chat_auth_refresh_reuse_total", "Reused refresh tokens (their sessions were revoked)"
 )

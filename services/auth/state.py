@@ -11,7 +11,7 @@ from flask import current_app
 from services.auth.extensions import db
 from services.auth.passwords import Passwords
 from services.auth.relay_thread import BackgroundRelay
-from services.auth.throttle import LoginThrottle
+from services.auth.throttle import Limit, LoginThrottle
 from services.common.outbox import OutboxRelay
 from services.common.settings import Settings
 
@@ -23,6 +23,7 @@ class AuthState:
     settings: Settings
     passwords: Passwords
     throttle: LoginThrottle
+    register_limit: Limit  # registrations per client address
     clock: Callable[[], int]  # epoch milliseconds; tests inject their own
     relay: OutboxRelay | None = None  # given by the caller (all-in-one, tests)
     background: BackgroundRelay | None = field(default=None)  # started lazily, scaled mode

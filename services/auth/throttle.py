@@ -1,4 +1,5 @@
-"""Login failure limits kept in the database, so every worker and replica shares them.
+"""Login failure and registration limits kept in the database, so every worker and replica
+shares them.
 
 Each limit is a sliding window made of ``slices`` fixed slices (``login_throttle`` rows
 ``"<kind>:<key>:<slice index>"``). An attempt first *reserves* a failure in the current slice
@@ -7,6 +8,10 @@ reservation is undone and the attempt refused with the time until enough slices 
 successful login releases its reservation. So the check happens before any password hashing,
 concurrent attempts cannot overshoot, and no rolling window ever sees more failures than the
 limit (the window read covers the limit's span plus the current slice).
+
+Registrations use the same windows (``reserve`` with a ``"reg"`` limit per client address): every
+registration that gets as far as hashing its password holds a slot, and none is released, so
+one address cannot keep the workers hashing.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from services.common.models import LoginThrottle as ThrottleRow
 
 @dataclass(frozen=True)
 class Limit:
-    kind: str  # "user" | "addr"
+    kind: str  # "user" | "addr" (login failures) | "reg" (registrations)
     max_failures: int
     window_ms: int
     slices: int = 10
@@ -79,27 +84,35 @@ class LoginThrottle:
             (self.per_account, account_key(username)),
             (self.per_address, address_key(addr)),
         ]
-        buckets: list[str] = []
-        for limit, key in keyed:
-            bucket = _bucket(limit, key, now_ms // limit.slice_ms)
-            _increment(session, bucket, _expiry(limit, now_ms))
-            buckets.append(bucket)
-        session.commit()
-        wait = 0.0
-        for limit, key in keyed:
-            wait = max(wait, _retry_after(session, limit, key, now_ms))
-        if wait > 0:
-            _release(session, buckets)
-            session.commit()
-            return wait
-        if random.random() < 0.01:
-            session.execute(delete(ThrottleRow).where(ThrottleRow.expires_ms < now_ms))
-            session.commit()
-        return Reservation(tuple(buckets))
+        return reserve(session, keyed, now_ms)
 
     def release(self, session: Session, reservation: Reservation) -> None:
         """The attempt succeeded: it was not a failure after all. Does not commit."""
         _release(session, reservation.buckets)
+
+
+def reserve(
+    session: Session, keyed: Sequence[tuple[Limit, str]], now_ms: int
+) -> Reservation | float:
+    """One slot in each (limit, key); or, over any of them, the seconds to wait (and no
+    slot is kept). Commits."""
+    buckets: list[str] = []
+    for limit, key in keyed:
+        bucket = _bucket(limit, key, now_ms // limit.slice_ms)
+        _increment(session, bucket, _expiry(limit, now_ms))
+        buckets.append(bucket)
+    session.commit()
+    wait = 0.0
+    for limit, key in keyed:
+        wait = max(wait, _retry_after(session, limit, key, now_ms))
+    if wait > 0:
+        _release(session, buckets)
+        session.commit()
+        return wait
+    if random.random() < 0.01:
+        session.execute(delete(ThrottleRow).where(ThrottleRow.expires_ms < now_ms))
+        session.commit()
+    return Reservation(tuple(buckets))
 
 
 def _bucket(limit: Limit, key: str, index: int) -> str:

@@ -71,6 +71,7 @@ class Settings:
     argon2_parallelism: int = 1
     login_fail_per_account_hour: int = 100
     login_fail_per_ip_burst: int = 20  # failures per client address per minute
+    register_per_ip_hour: int = 30  # registrations per client address per rolling hour
     # how many proxies in front of auth append to X-Forwarded-For (nginx / the Ingress: 1);
     # -1 = 1 in the scaled mode, 0 all-in-one (no proxy in front)
     trusted_proxy_hops: int = -1
@@ -143,6 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         login_fail_per_ip_burst=_int(
             env, "CHAT_LOGIN_FAIL_PER_IP_BURST", defaults.login_fail_per_ip_burst
         ),
+        register_per_ip_hour=_int(env, "CHAT_REGISTER_PER_IP_HOUR", defaults.register_per_ip_hour),
         trusted_proxy_hops=_int(env, "CHAT_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
         auth_workers=_int(env, "CHAT_AUTH_WORKERS", defaults.auth_workers),
         gateway_id=env.get("CHAT_GATEWAY_ID") or defaults.gateway_id,

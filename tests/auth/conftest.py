@@ -150,6 +150,7 @@ def fast_settings(url: str, **overrides: Any) -> Settings:
         argon2_memory_kib=256,
         argon2_parallelism=1,
         log_json=False,
+        register_per_ip_hour=1_000_000,  # every test registers from one address
     )
     return replace(base, **overrides)
 

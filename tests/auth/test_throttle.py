@@ -131,3 +131,57 @@ def test_ipv6_addresses_count_per_64() -> None:
 def test_limit_slices() -> None:
     limit = Limit("user", 100, 3_600_000)
     assert limit.slice_ms * limit.slices == limit.window_ms
+
+
+REGISTER_LIMIT = 3
+
+
+def test_registrations_are_limited_per_address_before_hashing(
+    settings: Settings, relay: Relay, clock: FakeClock
+) -> None:
+    """One address cannot keep the workers hashing passwords by registering accounts."""
+    app = create_app(
+        replace(settings, register_per_ip_hour=REGISTER_LIMIT),
+        relay=relay.background.ensure_started(),
+        clock=clock,
+    )
+    try:
+        api = Api(app)
+        here = from_addr("10.9.0.1")
+        for i in range(REGISTER_LIMIT):
+            r = api.client.post("/api/auth/register", json=_creds(f"reg{i}"), **here)
+            assert r.status_code == 201, r.get_json()
+        passwords = auth_state(app).passwords
+        before = passwords.calls
+        refused = api.client.post("/api/auth/register", json=_creds("reg-over"), **here)
+        assert refused.status_code == 429
+        assert error_code(refused) == "rate_limited"
+        retry_after = int(refused.headers["Retry-After"])
+        assert 0 < retry_after <= 3600 + 360
+        assert passwords.calls == before  # refused before any hashing
+        # nothing was created, and the name is still free for a later try
+        assert api.login("reg-over").status_code == 401
+        # bad requests and taken names do not use up the limit (they never hash) ...
+        taken = api.client.post("/api/auth/register", json=_creds("reg0"), **here)
+        assert taken.status_code == 409
+        # ... another address is not affected, and the window ages out
+        there = from_addr("10.9.0.2")
+        assert (
+            api.client.post("/api/auth/register", json=_creds("reg-b"), **there).status_code == 201
+        )
+        clock.advance(retry_after + 1)
+        assert (
+            api.client.post("/api/auth/register", json=_creds("reg-over"), **here).status_code
+            == 201
+        )
+        assert api.login("reg-over").status_code == 200
+    finally:
+        dispose(app)
+
+
+def test_registration_limit_default_is_set() -> None:
+    assert 0 < Settings().register_per_ip_hour <= 100
+
+
+def _creds(name: str) -> dict[str, str]:
+    return {"username": name, "password": PASSWORD}
