@@ -167,6 +167,18 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "higher_is_better": True,
             }
         )
+    theirs = f["peer"].get(1)
+    out.append(
+        {
+            "target": "(the ceiling of the 1-process target: the bare relay through RabbitMQ vs "
+            "python-socketio x1, both closed loop; no gateway on this broker path can do better)",
+            "value": f["relay_amqp"],
+            "baseline": theirs,
+            "ratio": _ratio(f["relay_amqp"], theirs),
+            "goal": None,
+            "higher_is_better": True,
+        }
+    )
     p99 = _get(f["latency"].get(1000), "latency_ms", "p99")
     out.append(
         {
