@@ -284,10 +284,22 @@ def relay(spec: dict[str, Any], amqp: str = "") -> dict[str, Any]:
         groups = {"relay": [proc.pid]}
         if drainer is not None:
             groups["drainer"] = [drainer.pid]
-        meter = CpuMeter({**groups, **({"rabbitmq": find_pids(["beam.smp"])} if amqp else {})})
+        if amqp:
+            groups["rabbitmq"] = find_pids(["beam.smp"])
+        meter = CpuMeter(groups)
         meter.start()
         out = run_json([PYTHON, "-m", "bench.loadgen", json.dumps(run)], timeout=300)
         out["cpu"] = meter.stop()
+        if amqp:  # the latency the same path allows at the chat's fixed rates
+            out["latency"] = []
+            for rate in spec.get("rates", []):
+                log(f"ceiling: bare relay through RabbitMQ at {rate} msg/s")
+                paced = dict(run, mode="rate", rate=rate, duration=spec.get("latency_s", 8))
+                meter = CpuMeter(groups)
+                meter.start()
+                one = run_json([PYTHON, "-m", "bench.loadgen", json.dumps(paced)], timeout=300)
+                one["cpu"] = meter.stop()
+                out["latency"].append(one)
         return out
     finally:
         stop_proc(proc)

@@ -190,6 +190,21 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "higher_is_better": False,
         }
     )
+    bare_lat = {
+        int(x["offered_rate"]): x for x in _get(r, "ceiling", "relay_amqp", "latency", default=[])
+    }
+    bare_p99 = _get(bare_lat.get(1000), "latency_ms", "p99")
+    out.append(
+        {
+            "target": "(the ceiling of the p99 target: the bare relay through RabbitMQ, one "
+            "process, at 1,000 msg/s, p99 ms)",
+            "value": bare_p99,
+            "baseline": TARGETS["p99_at_1000_ms"],
+            "ratio": _ratio(bare_p99, TARGETS["p99_at_1000_ms"]),
+            "goal": None,
+            "higher_is_better": False,
+        }
+    )
     out.append(
         {
             "target": "fan-out to a group of 100: p99 <= 50 ms (send -> last member)",
@@ -553,15 +568,19 @@ def markdown(r: dict[str, Any]) -> str:
                 ]
             )
         peer_lat = [
-            (p["servers"], x)
+            (f"socketio x{p['servers']}", x)
             for p in _get(r, "peer", "runs", default=[])
             for x in p.get("latency", [])
         ]
-        for n, x in peer_lat:
+        peer_lat += [
+            ("bare relay through RabbitMQ, 1 process", x)
+            for x in _get(r, "ceiling", "relay_amqp", "latency", default=[])
+        ]
+        for name, x in peer_lat:
             lm = x["latency_ms"]
             rows.append(
                 [
-                    f"{_f(x['offered_rate'])} (socketio x{n})",
+                    f"{_f(x['offered_rate'])} ({name})",
                     _f(x["delivered_rate"]),
                     _f(lm["p50"], 1),
                     _f(lm["p99"], 1),

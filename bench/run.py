@@ -24,7 +24,14 @@ from bench.common import PYTHON, ROOT, log, machine, now_iso, run_json, source_s
 FULL: dict[str, Any] = {
     "ceiling": {
         "messages": 15000,
-        "relay": {"pairs": 24, "window": 8, "duration": 6, "warmup": 1},
+        "relay": {
+            "pairs": 24,
+            "window": 8,
+            "duration": 6,
+            "warmup": 1,
+            "rates": [250, 500, 1000, 2000],  # the bare relay through RabbitMQ only
+            "latency_s": 8,
+        },
     },
     "peer": {
         "servers": [1, 3],
@@ -59,7 +66,15 @@ FULL: dict[str, Any] = {
 SMOKE: dict[str, Any] = {
     "ceiling": {
         "messages": 300,
-        "relay": {"pairs": 3, "window": 4, "duration": 1, "warmup": 0.2, "settle": 0.2},
+        "relay": {
+            "pairs": 3,
+            "window": 4,
+            "duration": 1,
+            "warmup": 0.2,
+            "settle": 0.2,
+            "rates": [100],
+            "latency_s": 1,
+        },
     },
     "peer": {
         "servers": [1],

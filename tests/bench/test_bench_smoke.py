@@ -64,6 +64,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         relay = r["ceiling"][name]
         assert relay["delivered"] > 0 and relay["missing"] == 0, (name, relay)
     assert r["ceiling"]["relay_amqp"]["cpu"]["cpu_s"]["drainer"] > 0
+    paced = r["ceiling"]["relay_amqp"]["latency"]
+    assert paced and all(x["delivered"] > 0 and x["missing"] == 0 for x in paced), paced
 
     # the peer: python-socketio delivered everything it was sent
     peer = r["peer"]["runs"][0]
