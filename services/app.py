@@ -20,7 +20,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.bus import create_bus
 from services.common.db import make_engine
-from services.common.observability import metrics_payload, proxied, setup_logging
+from services.common.observability import (
+    install_task_dump,
+    metrics_payload,
+    proxied,
+    setup_logging,
+)
 from services.common.outbox import OutboxRelay
 from services.common.revocations import follow_revocations
 from services.common.settings import Settings, get_settings
@@ -146,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_task_dump()
         await _connect_with_retry(bus)
         tasks: list[asyncio.Task[None]] = []
         if history is not None:

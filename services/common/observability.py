@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import signal
 import sys
 import time
 from typing import Any
@@ -56,3 +59,24 @@ def proxied(headers: Any) -> bool:
     """True for a request that came through the load balancer (it adds X-Forwarded-For).
     Prometheus and the kubelet reach pods directly; the outside world does not need /metrics."""
     return headers.get("x-forwarded-for") is not None
+
+
+def install_task_dump() -> None:
+    """``kill -USR1 <pid>`` logs the stack of every asyncio task of the running loop (one
+    warning): what a process that looks alive but does nothing is waiting for."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        tasks = asyncio.all_tasks(loop)
+        out = io.StringIO()
+        for task in tasks:
+            out.write(f"--- {task.get_name()} {task.get_coro()!r}\n")
+            task.print_stack(limit=20, file=out)
+        logging.getLogger("chat.debug").warning(
+            "asyncio task dump (%d tasks):\n%s", len(tasks), out.getvalue()
+        )
+
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, dump)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
+        pass
