@@ -4,11 +4,13 @@ recipient on another gateway and is in history (MySQL in the scaled mode)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import httpx
 
 from tests.support import services as svc
 from tests.support.client import Stack, WsClient, direct_room, history, register_and_login, wait_for
+from tools.cluster import Cluster
 
 
 def test_dm_crosses_gateways_and_lands_in_history(stack: Stack) -> None:
@@ -101,3 +103,19 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
         page = http.get(cluster_url + "/")
         assert page.status_code == 200 and "Content-Security-Policy" in page.text
         assert "content-security-policy" in {k.lower() for k in page.headers}
+
+
+def test_sigusr1_logs_every_task_and_the_process_keeps_serving(cluster: Cluster) -> None:
+    """Operators' tool for a process that is alive but does nothing (docs/DEPLOY.md)."""
+    gw = cluster.gateway_procs[0]
+    assert gw.popen is not None
+    before = gw.log_path.read_text(errors="replace").count("asyncio task dump")
+    gw.popen.send_signal(signal.SIGUSR1)
+    wait_for(
+        lambda: gw.log_path.read_text(errors="replace").count("asyncio task dump") > before,
+        10,
+    )
+    text = gw.log_path.read_text(errors="replace")
+    assert "Presence._beat" in text  # a known long-lived task is named with its stack
+    assert gw.popen.poll() is None
+    assert httpx.get(gw.url + "/healthz", timeout=5).status_code == 200
