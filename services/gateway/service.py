@@ -688,8 +688,9 @@ class GatewayService:
                 before = self.rooms.get(rid)
                 new = self._join_local(user_id, room)
                 # bound before the client hears of the room: a message its members send once
-                # they see it joined must reach this gateway (nothing for the room is routed
-                # here before the bind, so nothing can arrive ahead of the "joined" frame)
+                # they see it joined must reach this gateway. (A message routed here while
+                # another bind of the same room is in flight can reach the client just ahead
+                # of its "joined" frame; clients take messages of rooms they do not know yet.)
                 await self._sync_room(rid)
                 if new:
                     self._tell(user_id, "joined", room)
