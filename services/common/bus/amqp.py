@@ -34,6 +34,11 @@ log = logging.getLogger("chat.bus")
 # default of 3 means ~4 heartbeats; 2 brings detection close to two heartbeats
 aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
 
+# a TCP connection that opens but never completes the AMQP handshake (a blackholed link, a hung
+# broker) fails after this many seconds; aio-pika applies it to every reconnection attempt too,
+# which otherwise waits with no bound (no heartbeat is negotiated before the handshake ends)
+CONNECT_TIMEOUT = 10.0
+
 # aiormq matches a returned (unroutable) message to its publish by message_id, so every publish
 # carries its own; a counter is cheaper than the random UUID aiormq would make
 _message_ids = itertools.count(1)
@@ -57,7 +62,10 @@ class AmqpBus(Bus):
         # the heartbeat bounds how fast a dead broker is noticed; ?heartbeat=N in the URL wins
         extra: dict[str, Any] = {} if "heartbeat=" in self.url else {"heartbeat": 10}
         self._conn = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": "chat"}, **extra
+            self.url,
+            client_properties={"connection_name": "chat"},
+            timeout=CONNECT_TIMEOUT,
+            **extra,
         )
         self._conn.reconnect_callbacks.add(self._reconnected)
         self._conn.close_callbacks.add(self._closed)
