@@ -9,8 +9,6 @@ import math
 import os
 import platform
 import resource
-import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools import scratch
 from tools.cluster import free_port, wait_http  # noqa: F401 (re-exported to bench/)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,22 +239,18 @@ def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 # own vhost and database --------------------------------------------------------------------
 def rabbitmqctl() -> str:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    if not os.path.exists(ctl):
+    ctl = scratch.rabbitmqctl()
+    if ctl is None:
         raise SystemExit("rabbitmqctl not found: the benchmarks need a local RabbitMQ")
     return ctl
 
 
 def create_vhost(prefix: str = "bench") -> str:
-    vhost = f"{prefix}_{secrets.token_hex(4)}"
-    ctl = rabbitmqctl()
-    for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-    return vhost
+    rabbitmqctl()
+    return scratch.create_vhost(prefix)
 
 
-def delete_vhost(vhost: str) -> None:
-    subprocess.run([rabbitmqctl(), "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+delete_vhost = scratch.delete_vhost
 
 
 def amqp_url(vhost: str) -> str:
@@ -269,23 +264,11 @@ def _mysql() -> Any:
 
 
 def create_database(prefix: str = "bench") -> str:
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    conn = _mysql()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    finally:
-        conn.close()
-    return name
+    return scratch.create_database(prefix, host=MYSQL_HOST, port=MYSQL_PORT)
 
 
 def drop_database(name: str) -> None:
-    conn = _mysql()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    scratch.drop_database(name, host=MYSQL_HOST, port=MYSQL_PORT)
 
 
 def mysql_url(name: str) -> str:

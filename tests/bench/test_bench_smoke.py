@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services as svc
+from tools import scratch
 from tools.cluster import ROOT
 
 pytestmark = [pytest.mark.scaled, pytest.mark.timeout(420)]
@@ -23,7 +24,7 @@ def _require_services() -> None:
     """Skip loudly without the real services; under CI=true, fail instead (never skip)."""
     if not svc.port_open(svc.RABBIT_HOST, svc.RABBIT_PORT):
         svc.missing(f"RabbitMQ is not reachable at {svc.RABBIT_HOST}:{svc.RABBIT_PORT}")
-    if svc.rabbitmqctl() is None:
+    if scratch.rabbitmqctl() is None:
         svc.missing("rabbitmqctl is not installed (the benchmarks create their own vhosts)")
     if not svc.port_open(svc.MYSQL_HOST, svc.MYSQL_PORT):
         svc.missing(f"MySQL/MariaDB is not reachable at {svc.MYSQL_HOST}:{svc.MYSQL_PORT}")

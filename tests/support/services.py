@@ -6,12 +6,11 @@ Where a service is missing, tests skip with a loud reason; with CI=true they fai
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import socket
-import subprocess
 
 import pytest
+
+from tools import scratch
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RABBIT_HOST = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1")
@@ -20,6 +19,7 @@ MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
+_MYSQL = {"host": MYSQL_HOST, "port": MYSQL_PORT, "user": MYSQL_USER, "password": MYSQL_PASSWORD}
 
 
 def missing(reason: str) -> None:
@@ -37,29 +37,15 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def rabbitmqctl() -> str | None:
-    return shutil.which("rabbitmqctl") or (
-        "/usr/sbin/rabbitmqctl" if os.path.exists("/usr/sbin/rabbitmqctl") else None
-    )
-
-
 def create_vhost(prefix: str = "chat_test") -> str:
     if not port_open(RABBIT_HOST, RABBIT_PORT):
         missing(f"RabbitMQ is not reachable at {RABBIT_HOST}:{RABBIT_PORT}")
-    ctl = rabbitmqctl()
-    if ctl is None:
+    if scratch.rabbitmqctl() is None:
         missing("rabbitmqctl is not installed (needed to create a test vhost)")
-    assert ctl is not None
-    vhost = f"{prefix}_{secrets.token_hex(4)}"
-    for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-    return vhost
+    return scratch.create_vhost(prefix)
 
 
-def delete_vhost(vhost: str) -> None:
-    ctl = rabbitmqctl()
-    if ctl:
-        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+delete_vhost = scratch.delete_vhost
 
 
 def amqp_url(vhost: str) -> str:
@@ -77,23 +63,11 @@ def _mysql_connect():  # type: ignore[no-untyped-def]
 def create_database(prefix: str = "chat_test") -> str:
     if not port_open(MYSQL_HOST, MYSQL_PORT):
         missing(f"MySQL/MariaDB is not reachable at {MYSQL_HOST}:{MYSQL_PORT}")
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    conn = _mysql_connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    finally:
-        conn.close()
-    return name
+    return scratch.create_database(prefix, **_MYSQL)
 
 
 def drop_database(name: str) -> None:
-    conn = _mysql_connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    scratch.drop_database(name, **_MYSQL)
 
 
 def mysql_url(name: str) -> str:
