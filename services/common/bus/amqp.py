@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -231,6 +232,55 @@ class AmqpBus(Bus):
             raise BusUnavailable("broker connection lost while binding") from exc
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
             raise BusUnavailable(f"{'bind' if bind else 'unbind'} failed: {exc!r}") from exc
+
+    async def bind_many(
+        self, queue: str, bindings: Sequence[tuple[str, str]], *, timeout: float = 10.0
+    ) -> None:
+        """Pipelined: every Queue.Bind but the last goes out with no-wait, the last waits for
+        its BindOk. A channel handles its methods in order, so that answer means every bind
+        before it is in place too (a failing one closes the channel and fails the last)."""
+        if not bindings:
+            return
+        raw = await self._control_channel()
+        try:
+            async with asyncio.timeout(timeout):
+                *pipelined, (last_ex, last_key) = bindings
+                for exchange, key in pipelined:
+                    await raw.queue_bind(queue, exchange, key, nowait=True)
+                await raw.queue_bind(queue, last_ex, last_key)
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BusUnavailable("broker connection lost while binding") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise BusUnavailable(f"bind failed: {exc!r}") from exc
+
+    async def unbind_many(
+        self, queue: str, bindings: Sequence[tuple[str, str]], *, timeout: float = 10.0
+    ) -> None:
+        """Queue.Unbind has no no-wait flag in AMQP 0-9-1: one round trip each."""
+        if not bindings:
+            return
+        raw = await self._control_channel()
+        try:
+            async with asyncio.timeout(timeout):
+                for exchange, key in bindings:
+                    await raw.queue_unbind(queue, exchange, key)
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BusUnavailable("broker connection lost while unbinding") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise BusUnavailable(f"unbind failed: {exc!r}") from exc
+
+    async def _control_channel(self) -> aiormq.abc.AbstractChannel:
+        if not self.connected or self._ctl is None:
+            raise BusUnavailable("not connected to the broker")
+        try:
+            raw = await self._ctl.get_underlay_channel()
+        except Exception as exc:
+            raise BusUnavailable(f"no control channel: {exc!r}") from exc
+        if raw.is_closed:
+            raise BusUnavailable("the control channel is closed")
+        return raw
 
     async def _queue(self, name: str) -> AbstractQueue:
         q = self._queues.get(name)

@@ -10,7 +10,7 @@ Fan-out to local subscribers is not the bus's job: the gateway does it once, abo
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,23 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def unbind(self, queue: str, exchange: str, routing_key: str) -> None: ...
+
+    async def bind_many(
+        self, queue: str, bindings: Sequence[tuple[str, str]], *, timeout: float = 10.0
+    ) -> None:
+        """Bind many (exchange, routing key) pairs at once, pipelined where the broker allows;
+        raise BusUnavailable unless every one is in place when this returns.
+
+        Unlike ``bind``, these bindings are the caller's to keep: they are not restored after
+        a reconnect (the caller re-applies them from its own ``on_reconnect`` listener)."""
+        for exchange, key in bindings:
+            await self.bind(queue, exchange, key)
+
+    async def unbind_many(
+        self, queue: str, bindings: Sequence[tuple[str, str]], *, timeout: float = 10.0
+    ) -> None:
+        for exchange, key in bindings:
+            await self.unbind(queue, exchange, key)
 
     @abc.abstractmethod
     async def queue_depth(self, queue: str) -> int:

@@ -17,8 +17,8 @@ from services.common.bus.base import (
     Delivery,
     Handler,
     PublishError,
-    topic_matches,
 )
+from services.common.bus.routing import FanoutIndex, TopicIndex
 
 
 @dataclass
@@ -50,13 +50,15 @@ class MemoryBus(Bus):
     def __init__(self, url: str = "memory://", delivery_limit: int = 5) -> None:
         super().__init__(url, delivery_limit)
         self._exchanges: dict[str, str] = {}
-        self._bindings: list[tuple[str, str, str]] = []  # (exchange, pattern, queue)
+        self._routes: dict[str, TopicIndex | FanoutIndex] = {}  # exchange -> its bindings
         self._queues: dict[str, _Queue] = {}
         self._connected = False
 
     async def connect(self) -> None:
         for ex in topology.exchanges():
             self._exchanges[ex.name] = ex.kind
+            if ex.name not in self._routes:
+                self._routes[ex.name] = FanoutIndex() if ex.kind == "fanout" else TopicIndex()
         for spec in topology.durable_queues(self.delivery_limit):
             if spec.name not in self._queues:
                 self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments))
@@ -91,10 +93,9 @@ class MemoryBus(Bus):
     ) -> None:
         if not self._connected:
             raise BusUnavailable("bus is not connected")
-        kind = self._exchanges.get(exchange)
-        if kind is None:
+        if exchange not in self._exchanges:
             raise PublishError(f"no exchange {exchange!r}")
-        targets = self._route(exchange, kind, routing_key)
+        targets = self._route(exchange, routing_key)
         if mandatory and not targets:
             raise PublishError(f"unroutable: {exchange} {routing_key}")
         for name in targets:
@@ -102,14 +103,11 @@ class MemoryBus(Bus):
                 self._queues[name], _Message(exchange, routing_key, body, dict(headers or {}))
             )
 
-    def _route(self, exchange: str, kind: str, key: str) -> list[str]:
-        seen: dict[str, None] = {}
-        for ex, pattern, queue in self._bindings:
-            if ex != exchange or queue not in self._queues:
-                continue
-            if kind == "fanout" or topic_matches(pattern, key):
-                seen[queue] = None
-        return list(seen)
+    def _route(self, exchange: str, key: str) -> list[str]:
+        index = self._routes.get(exchange)
+        if index is None:
+            return []
+        return [q for q in index.match(key) if q in self._queues]
 
     def _enqueue(self, q: _Queue, msg: _Message, front: bool = False) -> None:
         if front:
@@ -122,8 +120,7 @@ class MemoryBus(Bus):
         dlx = q.arguments.get("x-dead-letter-exchange")
         if not dlx:
             return
-        kind = self._exchanges.get(dlx, "fanout")
-        for name in self._route(dlx, kind, msg.routing_key):
+        for name in self._route(dlx, msg.routing_key):
             self._enqueue(self._queues[name], _Message(dlx, msg.routing_key, msg.body, msg.headers))
 
     # consuming -----------------------------------------------------------------------------
@@ -207,13 +204,18 @@ class MemoryBus(Bus):
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         self._queues.setdefault(queue, _Queue(queue))
-        entry = (exchange, routing_key, queue)
-        if entry not in self._bindings:
-            self._bindings.append(entry)
+        index = self._routes.get(exchange)
+        if index is None:
+            raise PublishError(f"no exchange {exchange!r}")
+        index.add(routing_key, queue)
 
     async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
-        with contextlib.suppress(ValueError):
-            self._bindings.remove((exchange, routing_key, queue))
+        index = self._routes.get(exchange)
+        if index is not None:
+            index.remove(routing_key, queue)
+
+    def binding_count(self) -> int:
+        return sum(len(index) for index in self._routes.values())
 
     async def queue_depth(self, queue: str) -> int:
         q = self._queues.get(queue)
@@ -223,4 +225,5 @@ class MemoryBus(Bus):
         q = self._queues.pop(queue, None)
         if q is not None and q.task is not None:
             q.task.cancel()
-        self._bindings = [b for b in self._bindings if b[2] != queue]
+        for index in self._routes.values():
+            index.remove_queue(queue)
