@@ -1,13 +1,29 @@
-"""Wire schema of the events services send each other over the bus (exchange ``chat.events``).
+"""Wire schema of the events services send each other over the bus.
 
-- ``room`` (routing key ``user.<user_id>``): the user's membership in a room changed.
-  ``{"type":"room","event":"joined"|"left"|"updated","user_id","room":{room object}}``
+On ``chat.events``:
+
+- ``room`` (routing key ``user.<user_id>``): the user's own membership changed.
+  ``{"type":"room","event":"joined"|"left","user_id","seq","room":{room object}}``. ``seq`` is
+  the user's ``membership_seq`` after the change: a gateway applies each user's events in ``seq``
+  order, drops one it has already seen (``seq`` not above the last) and re-reads the user's
+  rooms when one is missing (a gap).
 - ``session_revoked`` (routing key ``session.revoked``): a session was logged out or killed.
   ``{"type":"session_revoked","sid","user_id","until"}`` (``until``: epoch seconds after which
   no access token of the session can be valid anyway)
 - ``synced`` (routing key ``gw.<gateway_id>``): the history writer has committed every message
   that was in its queue before the gateway's marker.
   ``{"type":"synced","marker"}``
+
+On ``chat.messages``, routing key ``room.<room_id>.member`` (what gateways bound to the room
+receive; the history queue does not), one event per change whatever the room's size:
+
+- ``{"type":"member","event":"member_joined"|"member_left","room_id","version","member_count",
+  "username","user_id"}``
+- ``{"type":"member","event":"updated","room_id","version","member_count","room":{room object}}``
+  (name, owner or settings changed)
+
+``version`` is the room's version after the change: a gateway applies a room's events in order,
+drops stale ones and re-reads the room when one is missing.
 """
 
 from __future__ import annotations
@@ -18,12 +34,53 @@ import orjson
 
 from services.common import topology
 
-RoomEvent = Literal["joined", "left", "updated"]
+UserRoomEvent = Literal["joined", "left"]
+MemberEvent = Literal["member_joined", "member_left"]
 
 
-def room_event(event: RoomEvent, user_id: str, room: dict[str, Any]) -> tuple[str, str, bytes]:
-    body = orjson.dumps({"type": "room", "event": event, "user_id": user_id, "room": room})
+def room_event(
+    event: UserRoomEvent, user_id: str, seq: int, room: dict[str, Any]
+) -> tuple[str, str, bytes]:
+    body = orjson.dumps(
+        {"type": "room", "event": event, "user_id": user_id, "seq": seq, "room": room}
+    )
     return topology.EVENTS, topology.user_key(user_id), body
+
+
+def member_event(
+    event: MemberEvent,
+    room_id: str,
+    version: int,
+    member_count: int,
+    username: str,
+    user_id: str,
+) -> tuple[str, str, bytes]:
+    body = orjson.dumps(
+        {
+            "type": "member",
+            "event": event,
+            "room_id": room_id,
+            "version": version,
+            "member_count": member_count,
+            "username": username,
+            "user_id": user_id,
+        }
+    )
+    return topology.MESSAGES, topology.room_member_key(room_id), body
+
+
+def room_updated(room: dict[str, Any]) -> tuple[str, str, bytes]:
+    body = orjson.dumps(
+        {
+            "type": "member",
+            "event": "updated",
+            "room_id": room["id"],
+            "version": room["version"],
+            "member_count": room["member_count"],
+            "room": room,
+        }
+    )
+    return topology.MESSAGES, topology.room_member_key(room["id"]), body
 
 
 def session_revoked(sid: str, user_id: str, until: float) -> tuple[str, str, bytes]:

@@ -33,6 +33,9 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(32), unique=True)  # canonical lower case
     password_hash: Mapped[str] = mapped_column(String(255))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # bumped with every change of the user's memberships (joined/left); the events carry it, so
+    # a gateway can tell a stale event from a new one and notice one it missed
+    membership_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Session(Base):
@@ -66,14 +69,22 @@ class Room(Base):
     direct_key: Mapped[str | None] = mapped_column(String(53), unique=True, nullable=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     last_activity_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    # bumped with every change of the room (members, name, owner): events carry it
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    member_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Membership(Base):
     __tablename__ = "memberships"
     room_id: Mapped[str] = mapped_column(ID, ForeignKey("rooms.id"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"), primary_key=True)
+    # the member's (immutable) username, so that a room's members page by name on an index
+    username: Mapped[str] = mapped_column(String(32))
     joined_ms: Mapped[int] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_memberships_user", "user_id", "room_id"),)
+    __table_args__ = (
+        Index("ix_memberships_user", "user_id", "room_id"),
+        Index("ix_memberships_room_username", "room_id", "username", unique=True),
+    )
 
 
 class Message(Base):

@@ -64,7 +64,14 @@ class PingFrame:
     pass
 
 
-ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame
+@dataclass(frozen=True)
+class PresenceSubFrame:
+    users: tuple[str, ...]
+
+
+MAX_PRESENCE_SUB = 500
+
+ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame
 
 
 def parse_frame(text: str | bytes) -> ClientFrame:
@@ -89,6 +96,8 @@ def parse_frame(text: str | bytes) -> ClientFrame:
         return TypingFrame(room)
     if kind == "ping":
         return PingFrame()
+    if kind == "presence_sub":
+        return _presence_sub(data)
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "a frame needs a string 'type'")
     raise FrameError("invalid_frame", f"unknown frame type {kind[:40]!r}")
@@ -119,3 +128,15 @@ def _send(data: dict[str, Any]) -> SendFrame:
         to=to.lower() if isinstance(to, str) else None,
         retry=retry is True,
     )
+
+
+def _presence_sub(data: dict[str, Any]) -> PresenceSubFrame:
+    users = data.get("users")
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise FrameError("invalid_frame", "presence_sub needs 'users': a list of usernames")
+    if len(users) > MAX_PRESENCE_SUB:
+        raise FrameError("invalid_frame", f"presence_sub takes at most {MAX_PRESENCE_SUB} users")
+    names = tuple(dict.fromkeys(u.lower() for u in users))
+    if not all(USERNAME_RE.match(n) for n in names):
+        raise FrameError("invalid_frame", "presence_sub: not a username")
+    return PresenceSubFrame(names)

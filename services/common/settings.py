@@ -91,6 +91,14 @@ class Settings:
     presence_heartbeat: float = 5.0
     presence_timeout: float = 15.0
     shutdown_grace: float = 5.0
+    ack_cache_bytes: int = 32 * 1024 * 1024  # acks kept for retries, by size (not by count)
+    presence_batch_ms: int = 50  # presence changes to one socket within this go in one frame
+
+    # rooms
+    max_group_members: int = 10_000
+    # where the auth service asks who is online (GET /api/presence on a gateway); empty: the
+    # all-in-one process asks its own gateway, a scaled auth without it reports nobody online
+    presence_url: str = ""
 
     # history
     history_batch_size: int = 200
@@ -162,6 +170,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         presence_heartbeat=_float(env, "CHAT_PRESENCE_HEARTBEAT", defaults.presence_heartbeat),
         presence_timeout=_float(env, "CHAT_PRESENCE_TIMEOUT", defaults.presence_timeout),
         shutdown_grace=_float(env, "CHAT_SHUTDOWN_GRACE", defaults.shutdown_grace),
+        ack_cache_bytes=_int(env, "CHAT_ACK_CACHE_BYTES", defaults.ack_cache_bytes),
+        presence_batch_ms=_int(env, "CHAT_PRESENCE_BATCH_MS", defaults.presence_batch_ms),
+        max_group_members=_int(env, "CHAT_MAX_GROUP_MEMBERS", defaults.max_group_members),
+        presence_url=env.get("CHAT_PRESENCE_URL", defaults.presence_url).rstrip("/"),
         history_batch_size=_int(env, "CHAT_HISTORY_BATCH_SIZE", defaults.history_batch_size),
         history_batch_ms=_int(env, "CHAT_HISTORY_BATCH_MS", defaults.history_batch_ms),
         history_delivery_limit=_int(

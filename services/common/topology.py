@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-MESSAGES = "chat.messages"  # topic: room.<room_id>.msg, room.<room_id>.typing
+MESSAGES = "chat.messages"  # topic: room.<room_id>.msg, .typing, .member
 EVENTS = "chat.events"  # topic: user.<user_id>, session.revoked, gw.<gateway_id>
 PRESENCE = "chat.presence"  # fanout: gateway presence announcements and heartbeats
 DEAD = "chat.dead"  # fanout: poison messages from the history queue
@@ -29,8 +29,13 @@ def room_typing_key(room_id: str) -> str:
     return f"room.{room_id}.typing"
 
 
+def room_member_key(room_id: str) -> str:
+    """Membership and settings changes of a room (gateways only; not history)."""
+    return f"room.{room_id}.member"
+
+
 def room_binding(room_id: str) -> str:
-    """What a gateway binds for a room it has members of: messages and typing."""
+    """What a gateway binds for a room it has members of: messages, typing, member events."""
     return f"room.{room_id}.*"
 
 
