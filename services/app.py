@@ -116,7 +116,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         from services.auth import create_app as create_auth_app
 
         relay = OutboxRelay(engine, bus, poll_interval=1.0)
-        flask_app = create_auth_app(settings, relay=relay)
+        presence = None
+        if gateway is not None:  # the member lists ask this process's own gateway
+            is_online = gateway.presence.is_online
+            presence = lambda names, _token: {n for n in names if is_online(n)}  # noqa: E731
+        flask_app = create_auth_app(settings, relay=relay, presence=presence)
         auth_asgi = WSGIMiddleware(flask_app, workers=8)  # type: ignore[arg-type,assignment]
 
     async def healthz(_: Request) -> Response:

@@ -18,6 +18,7 @@ from services.auth import auth, health, requestlog, rooms, users
 from services.auth.errors import register_error_handlers
 from services.auth.extensions import db
 from services.auth.passwords import Passwords
+from services.auth.presence import PresenceLookup, nobody, over_http
 from services.auth.relay_thread import BackgroundRelay
 from services.auth.state import EXTENSION, AuthState
 from services.auth.throttle import Limit, LoginThrottle
@@ -29,6 +30,7 @@ from services.common.settings import Settings, get_settings
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 MAX_BODY_BYTES = 64 * 1024
+USERNAME_JSON_BYTES = 40  # a username in a JSON list: up to 32 characters, quotes, comma
 
 
 def create_app(
@@ -36,12 +38,15 @@ def create_app(
     *,
     relay: OutboxRelay | None = None,
     clock: Callable[[], int] | None = None,
+    presence: PresenceLookup | None = None,
 ) -> Flask:
     """Build the auth app.
 
     ``relay``: the outbox relay to wake after a commit (the all-in-one server runs one). With
     none and an ``amqp://`` broker, each process starts its own relay thread on first use.
     ``clock``: epoch milliseconds (tests move time to check lockout expiry).
+    ``presence``: who is online (the all-in-one server passes its gateway's); by default a
+    gateway at ``CHAT_PRESENCE_URL`` is asked.
     """
     settings = settings or get_settings()
     app = Flask(__name__)
@@ -49,7 +54,8 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(url),
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        # a group created with its members in one call: room for every username it may hold
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES + USERNAME_JSON_BYTES * settings.max_group_members,
     )
     db.init_app(app)
 
@@ -70,6 +76,8 @@ def create_app(
         clock=clock or now_ms,
         relay=relay,
         background=background,
+        presence=presence
+        or (over_http(settings.presence_url) if settings.presence_url else nobody),
     )
     app.extensions["chat_openapi"] = OPENAPI_FILE.read_text(encoding="utf-8")
 

@@ -3,13 +3,18 @@ auth service's views and for any other service (the gateway's ``send`` with ``to
 
 Reads and the direct room of a pair live in ``services.common.directory`` (shared with the
 gateway) and are re-exported here. The group changes below stage their events with
-``add_events`` in the caller's transaction; the caller commits, then kicks the outbox relay:
+``add_events`` in the caller's transaction; the caller commits, then kicks the outbox relay.
+Every change costs the same whatever the room's size (API.md: "a membership change costs the
+same for a room of 10 or 10,000 members"):
 
-- a new group: ``joined`` for every member;
-- a member added: ``joined`` for them, ``updated`` for everyone already in;
-- a member removed (or leaving): ``left`` for them, ``updated`` for those who remain.
+- a new group: ``joined`` for each member (on the member's own key: they must learn of it);
+- a member added: ``joined`` for them, one ``member_joined`` on the room's key;
+- a member removed (or leaving): ``left`` for them, one ``member_left`` on the room's key, and
+  ``updated`` on the room's key if the owner changed.
 
-When the owner leaves, the longest-standing remaining member becomes the owner.
+The room row is locked (``SELECT ... FOR UPDATE``) by every change of a room, so its
+``version`` and ``member_count`` move one step at a time, in commit order. When the owner
+leaves, the longest-standing remaining member becomes the owner.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from services.auth.validation import canonical_username
 from services.common import events
 from services.common.directory import (
+    CONTACT_ROOM_MAX,
+    bump_membership_seqs,
+    chunks,
     direct_key,
     get_or_create_direct_room,
-    member_user_ids,
     room_object,
     room_objects,
     rooms_of_user,
@@ -35,7 +42,7 @@ from services.common.models import Membership, Room, User
 from services.common.outbox import add_events
 
 __all__ = [
-    "MAX_GROUP_MEMBERS",
+    "CONTACT_ROOM_MAX",
     "MAX_ROOM_NAME",
     "InvalidChange",
     "NotAllowed",
@@ -45,7 +52,7 @@ __all__ = [
     "create_group",
     "direct_key",
     "get_or_create_direct_room",
-    "member_user_ids",
+    "members_page",
     "remove_member",
     "room_object",
     "room_objects",
@@ -53,7 +60,6 @@ __all__ = [
 ]
 
 MAX_ROOM_NAME = 100
-MAX_GROUP_MEMBERS = 1000
 
 
 class RoomNotFound(LookupError):
@@ -71,7 +77,7 @@ class NotAllowed(PermissionError):
 
 
 class InvalidChange(ValueError):
-    """A change the room's kind does not allow (a direct room never changes)."""
+    """A change the room does not allow (a direct room never changes; a full group)."""
 
 
 def _users_by_name(session: Session, names: Iterable[object]) -> tuple[dict[str, User], list[str]]:
@@ -84,22 +90,25 @@ def _users_by_name(session: Session, names: Iterable[object]) -> tuple[dict[str,
         else:
             wanted.setdefault(name, str(raw))
     found: dict[str, User] = {}
-    if wanted:
-        rows = session.execute(select(User).where(User.username.in_(list(wanted)))).scalars()
-        found = {u.username: u for u in rows}
+    for part in chunks(list(wanted)):
+        rows = session.execute(select(User).where(User.username.in_(part))).scalars()
+        found.update((u.username, u) for u in rows)
     unknown.extend(name for name in wanted if name not in found)
     return found, unknown
 
 
-def _member_room(session: Session, room_id: str, user_id: str) -> Room:
-    """The room, if the user is a member; RoomNotFound otherwise."""
+def _member_room(session: Session, room_id: str, user_id: str, *, lock: bool = False) -> Room:
+    """The room, if the user is a member; RoomNotFound otherwise. ``lock``: for a change."""
     if not isinstance(room_id, str) or len(room_id) > 26:
         raise RoomNotFound(room_id)
-    room = session.execute(
+    q = (
         select(Room)
         .join(Membership, Membership.room_id == Room.id)
         .where(Room.id == room_id, Membership.user_id == user_id)
-    ).scalar_one_or_none()
+    )
+    if lock:
+        q = q.with_for_update()
+    room = session.execute(q).scalar_one_or_none()
     if room is None:
         raise RoomNotFound(room_id)
     return room
@@ -114,21 +123,44 @@ def member_room_object(session: Session, room_id: str, user_id: str) -> dict[str
     return obj
 
 
+def members_page(
+    session: Session, room_id: str, user_id: str, after: str | None, limit: int
+) -> tuple[list[str], str | None]:
+    """A page of the room's usernames in order, after ``after``; and the cursor of the next
+    page (None at the end). One index range read. RoomNotFound for non-members."""
+    _member_room(session, room_id, user_id)
+    q = select(Membership.username).where(Membership.room_id == room_id)
+    if after:
+        q = q.where(Membership.username > after)
+    names = list(session.execute(q.order_by(Membership.username).limit(limit + 1)).scalars())
+    more = len(names) > limit
+    names = names[:limit]
+    return names, (names[-1] if more and names else None)
+
+
 def create_group(
     session: Session,
     owner_id: str,
     name: str,
     usernames: list[object],
     ms: int | None = None,
+    *,
+    max_members: int = 10_000,
 ) -> dict[str, Any]:
     """A new group room owned by ``owner_id`` with the named members (and the owner).
 
-    Raises UserNotFound naming every unknown username. Does not commit."""
+    Raises UserNotFound naming every unknown username, InvalidChange past ``max_members``.
+    Does not commit. Costs one small event per member and a few multi-row statements."""
     ms = now_ms() if ms is None else ms
     found, unknown = _users_by_name(session, usernames)
     if unknown:
         raise UserNotFound(unknown)
-    member_ids = [owner_id, *sorted({u.id for u in found.values()} - {owner_id})]
+    owner_name = session.execute(select(User.username).where(User.id == owner_id)).scalar_one()
+    names = {u.id: u.username for u in found.values()}
+    names[owner_id] = owner_name
+    member_ids = [owner_id, *sorted(set(names) - {owner_id})]
+    if len(member_ids) > max_members:
+        raise InvalidChange(f"a group has at most {max_members} members")
     room = Room(
         id=new_id(ms),
         kind="group",
@@ -137,43 +169,72 @@ def create_group(
         direct_key=None,
         created_ms=ms,
         last_activity_ms=ms,
+        version=1,
+        member_count=len(member_ids),
     )
     session.add(room)
     session.flush()
-    session.add_all(Membership(room_id=room.id, user_id=uid, joined_ms=ms) for uid in member_ids)
-    session.flush()
+    rows = [
+        {"room_id": room.id, "user_id": uid, "username": names[uid], "joined_ms": ms}
+        for uid in member_ids
+    ]
+    for part in chunks(rows, 1000):
+        session.execute(insert(Membership), list(part))
+    seqs = bump_membership_seqs(session, member_ids)
     obj = room_object(session, room.id)
     assert obj is not None
-    add_events(session, [events.room_event("joined", uid, obj) for uid in member_ids])
+    add_events(session, [events.room_event("joined", uid, seqs[uid], obj) for uid in member_ids])
     return obj
 
 
 def add_member(
-    session: Session, room_id: str, actor_id: str, username: object, ms: int | None = None
+    session: Session,
+    room_id: str,
+    actor_id: str,
+    username: object,
+    ms: int | None = None,
+    *,
+    max_members: int = 10_000,
 ) -> tuple[dict[str, Any], bool]:
     """Add a user to a group the actor is in: (room object, whether it changed).
 
-    Raises RoomNotFound, InvalidChange (direct room), UserNotFound. Does not commit."""
+    Raises RoomNotFound, InvalidChange (direct room, full group), UserNotFound. Does not
+    commit."""
     ms = now_ms() if ms is None else ms
-    room = _member_room(session, room_id, actor_id)
+    room = _member_room(session, room_id, actor_id, lock=True)
     if room.kind != "group":
         raise InvalidChange("a direct room has exactly its two members")
     found, unknown = _users_by_name(session, [username])
     if unknown:
         raise UserNotFound(unknown)
     user = next(iter(found.values()))
-    before = set(member_user_ids(session, room.id))
-    if user.id in before:
+    already = session.execute(
+        select(Membership.user_id).where(
+            Membership.room_id == room.id, Membership.user_id == user.id
+        )
+    ).first()
+    if already is not None:
         obj = room_object(session, room.id)
         assert obj is not None
         return obj, False
-    session.add(Membership(room_id=room.id, user_id=user.id, joined_ms=ms))
+    if room.member_count >= max_members:
+        raise InvalidChange(f"a group has at most {max_members} members")
+    session.add(Membership(room_id=room.id, user_id=user.id, username=user.username, joined_ms=ms))
+    room.member_count += 1
+    room.version += 1
     session.flush()
+    seq = bump_membership_seqs(session, [user.id])[user.id]
     obj = room_object(session, room.id)
     assert obj is not None
-    staged = [events.room_event("joined", user.id, obj)]
-    staged += [events.room_event("updated", uid, obj) for uid in sorted(before)]
-    add_events(session, staged)
+    add_events(
+        session,
+        [
+            events.room_event("joined", user.id, seq, obj),
+            events.member_event(
+                "member_joined", room.id, room.version, room.member_count, user.username, user.id
+            ),
+        ],
+    )
     return obj, True
 
 
@@ -184,7 +245,7 @@ def remove_member(
 
     Raises RoomNotFound, InvalidChange (direct room), NotAllowed, UserNotFound (not a member).
     Does not commit."""
-    room = _member_room(session, room_id, actor_id)
+    room = _member_room(session, room_id, actor_id, lock=True)
     if room.kind != "group":
         raise InvalidChange("a direct room has exactly its two members")
     name = canonical_username(username)
@@ -200,6 +261,10 @@ def remove_member(
     )
     if getattr(gone, "rowcount", 0) != 1:
         raise UserNotFound([target.username])
+    room.member_count -= 1
+    room.version += 1
+    left_version = room.version
+    owner_changed = False
     if room.owner_id == target.id:
         heir = session.execute(
             select(Membership.user_id)
@@ -208,12 +273,19 @@ def remove_member(
             .limit(1)
         ).scalar_one_or_none()
         room.owner_id = heir
+        room.version += 1  # a second change: "updated" carries its own version
+        owner_changed = True
     session.flush()
+    seq = bump_membership_seqs(session, [target.id])[target.id]
     obj = room_object(session, room.id)
     assert obj is not None
-    staged = [events.room_event("left", target.id, obj)]
-    staged += [
-        events.room_event("updated", uid, obj) for uid in sorted(member_user_ids(session, room.id))
+    staged = [
+        events.room_event("left", target.id, seq, obj),
+        events.member_event(
+            "member_left", room.id, left_version, room.member_count, target.username, target.id
+        ),
     ]
+    if owner_changed:
+        staged.append(events.room_updated(obj))
     add_events(session, staged)
     return obj

@@ -37,4 +37,6 @@ def install(app: Flask) -> None:
                 "user_id": claims.user_id if isinstance(claims, AccessClaims) else None,
             },
         )
+        # how long the server took, for clients and benchmarks (RFC: Server-Timing)
+        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.1f}"
         return response

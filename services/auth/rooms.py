@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from services.auth import directory
-from services.auth.bearer import authenticate
+from services.auth.bearer import authenticate, bearer_token
 from services.auth.errors import APIError
 from services.auth.extensions import db
 from services.auth.state import commit_and_publish, state
@@ -41,7 +42,9 @@ def direct() -> Response:
     if not isinstance(username, str):
         raise APIError(422, "invalid_request", "'username' must be a string")
     try:
-        obj, created = directory.get_or_create_direct_room(db.session(), claims.user_id, username)
+        obj, created, _ = directory.get_or_create_direct_room(
+            db.session(), claims.user_id, username
+        )
     except LookupError:
         raise APIError(404, "user_not_found", f"no such user: {username[:64]}") from None
     except ValueError:
@@ -63,10 +66,9 @@ def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
     members = data.get("members", [])
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise APIError(422, "invalid_request", "'members' must be a list of usernames")
-    if len(members) > directory.MAX_GROUP_MEMBERS:
-        raise APIError(
-            422, "invalid_request", f"at most {directory.MAX_GROUP_MEMBERS} members at creation"
-        )
+    most = state().settings.max_group_members
+    if len(members) > most:
+        raise APIError(422, "invalid_request", f"a group has at most {most} members")
     return name, list(members)
 
 
@@ -75,10 +77,20 @@ def create_group() -> tuple[Response, int]:
     claims = authenticate()
     name, members = _group_fields(json_object())
     try:
-        obj = directory.create_group(db.session(), claims.user_id, name, members, state().clock())
+        obj = directory.create_group(
+            db.session(),
+            claims.user_id,
+            name,
+            members,
+            state().clock(),
+            max_members=state().settings.max_group_members,
+        )
     except directory.UserNotFound as exc:
         db.session.rollback()
         raise _user_not_found(exc) from None
+    except directory.InvalidChange as exc:
+        db.session.rollback()
+        raise APIError(422, "invalid_request", str(exc)) from None
     commit_and_publish()
     return jsonify(obj), 201
 
@@ -98,6 +110,32 @@ def get_room(room_id: str) -> Response:
         raise _room_not_found() from None
 
 
+_MEMBERS_LIMIT = re.compile(r"[0-9]{1,4}")
+
+
+@bp.get("/<room_id>/members")
+def list_members(room_id: str) -> Response:
+    """A page of the room's members by username, each with whether they are online now."""
+    claims = authenticate()
+    after = request.args.get("after") or None
+    if after is not None and len(after) > 64:
+        raise APIError(422, "invalid_request", "'after' must be a username")
+    raw = request.args.get("limit", "200")
+    if not _MEMBERS_LIMIT.fullmatch(raw) or not 1 <= int(raw) <= 1000:
+        raise APIError(422, "invalid_request", "'limit' must be an integer from 1 to 1000")
+    try:
+        names, nxt = directory.members_page(
+            db.session(), room_id, claims.user_id, after.lower() if after else None, int(raw)
+        )
+    except directory.RoomNotFound:
+        raise _room_not_found() from None
+    db.session.rollback()  # end the read transaction before asking the gateways
+    online = state().presence(names, bearer_token() or "") if names else set()
+    return jsonify(
+        {"members": [{"username": n, "online": n in online} for n in names], "next": nxt}
+    )
+
+
 @bp.post("/<room_id>/members")
 def add_member(room_id: str) -> Response:
     claims = authenticate()
@@ -107,7 +145,12 @@ def add_member(room_id: str) -> Response:
         raise APIError(422, "invalid_request", "'username' must be a string")
     try:
         obj, changed = directory.add_member(
-            db.session(), room_id, claims.user_id, username, state().clock()
+            db.session(),
+            room_id,
+            claims.user_id,
+            username,
+            state().clock(),
+            max_members=state().settings.max_group_members,
         )
         if changed:
             commit_and_publish()

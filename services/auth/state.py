@@ -10,6 +10,7 @@ from flask import current_app
 
 from services.auth.extensions import db
 from services.auth.passwords import Passwords
+from services.auth.presence import PresenceLookup, nobody
 from services.auth.relay_thread import BackgroundRelay
 from services.auth.throttle import Limit, LoginThrottle
 from services.common.outbox import OutboxRelay
@@ -27,6 +28,7 @@ class AuthState:
     clock: Callable[[], int]  # epoch milliseconds; tests inject their own
     relay: OutboxRelay | None = None  # given by the caller (all-in-one, tests)
     background: BackgroundRelay | None = field(default=None)  # started lazily, scaled mode
+    presence: PresenceLookup = field(default=nobody)  # who of some usernames is online
 
     def active_relay(self) -> OutboxRelay | None:
         if self.relay is not None:

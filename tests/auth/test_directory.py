@@ -35,14 +35,17 @@ def staged(session: Session) -> list[tuple[str, dict[str, object]]]:
 
 def test_get_or_create_direct_room(session: Session) -> None:
     alice, bob = uid(session, "alice"), uid(session, "bob")
-    room, created = directory.get_or_create_direct_room(session, alice, "Bob")
+    room, created, published = directory.get_or_create_direct_room(session, alice, "Bob")
     assert created
     assert room["kind"] == "direct" and room["members"] == ["alice", "bob"]
+    assert room["member_count"] == 2 and room["version"] == 1
     events = staged(session)
     assert sorted(key for key, _ in events) == sorted([f"user.{alice}", f"user.{bob}"])
     assert all(body["event"] == "joined" and body["room"] == room for _, body in events)
-    again, created_again = directory.get_or_create_direct_room(session, bob, "alice")
-    assert (again, created_again) == (room, False)
+    assert all(body["seq"] == 1 for _, body in events)
+    assert [orjson.loads(b) for _, _, b in published] == [b for _, b in events]
+    again, created_again, none = directory.get_or_create_direct_room(session, bob, "alice")
+    assert (again, created_again, none) == (room, False, [])
     assert len(staged(session)) == 2
     assert directory.room_object(session, room["id"]) == room
     assert directory.room_object(session, "nope") is None
@@ -63,9 +66,10 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     room = directory.create_group(session, alice, "team", ["bob"], ms=1000)
     session.commit()
     assert room["owner"] == "alice" and room["members"] == ["alice", "bob"]
-    assert [(b["event"], b["user_id"]) for _, b in staged(session)] == [
-        ("joined", alice),
-        ("joined", bob),
+    assert room["member_count"] == 2 and room["version"] == 1
+    assert [(b["event"], b["user_id"], b["seq"]) for _, b in staged(session)] == [
+        ("joined", alice, 1),
+        ("joined", bob, 1),
     ]
     with pytest.raises(directory.UserNotFound) as err:
         directory.create_group(session, alice, "x", ["bob", "zed", "yan"])
@@ -74,11 +78,28 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     after, changed = directory.add_member(session, room["id"], bob, "carol", ms=2000)
     session.commit()
     assert changed and after["members"] == ["alice", "bob", "carol"]
-    assert [(b["event"], b["user_id"]) for _, b in staged(session)][2:] == [
-        ("joined", carol),
-        ("updated", min(alice, bob)),
-        ("updated", max(alice, bob)),
+    assert after["member_count"] == 3 and after["version"] == 2
+    # one event for carol, one on the room's key for everyone else: not one per member
+    assert staged(session)[2:] == [
+        (
+            f"user.{carol}",
+            {"type": "room", "event": "joined", "user_id": carol, "seq": 1, "room": after},
+        ),
+        (
+            f"room.{room['id']}.member",
+            {
+                "type": "member",
+                "event": "member_joined",
+                "room_id": room["id"],
+                "version": 2,
+                "member_count": 3,
+                "username": "carol",
+                "user_id": carol,
+            },
+        ),
     ]
+    again, changed_again = directory.add_member(session, room["id"], bob, "carol")
+    assert (again, changed_again) == (after, False) and len(staged(session)) == 4
     with pytest.raises(directory.NotAllowed):
         directory.remove_member(session, room["id"], bob, "carol")
     session.rollback()
@@ -87,6 +108,46 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     final = directory.remove_member(session, room["id"], alice, "alice")
     session.commit()
     assert final["members"] == ["bob", "carol"] and final["owner"] == "bob"
-    last = [(b["event"], b["user_id"]) for _, b in staged(session)][5:]
-    assert last[0] == ("left", alice)
-    assert sorted(last[1:]) == sorted([("updated", bob), ("updated", carol)])
+    assert final["member_count"] == 2 and final["version"] == 4  # left, then a new owner
+    last = staged(session)[4:]
+    assert [(k, b["event"]) for k, b in last] == [
+        (f"user.{alice}", "left"),
+        (f"room.{room['id']}.member", "member_left"),
+        (f"room.{room['id']}.member", "updated"),
+    ]
+    assert last[0][1]["seq"] == 2 and last[1][1]["version"] == 3
+    assert last[2][1]["version"] == 4 and last[2][1]["room"] == final
+
+
+def test_members_page_by_name(session: Session) -> None:
+    alice = uid(session, "alice")
+    room = directory.create_group(session, alice, "team", ["bob", "carol"])
+    session.commit()
+    assert directory.members_page(session, room["id"], alice, None, 2) == (["alice", "bob"], "bob")
+    assert directory.members_page(session, room["id"], alice, "bob", 2) == (["carol"], None)
+    with pytest.raises(directory.RoomNotFound):
+        directory.members_page(session, room["id"], uid(session, "carol") + "x", None, 2)
+
+
+def test_a_group_past_the_contact_size_leaves_members_out(session: Session) -> None:
+    """Room objects of groups over 100 members carry member_count, not the list; one change
+    stages two small events whatever the size."""
+    alice = uid(session, "alice")
+    names = [f"m{i:03d}" for i in range(120)]
+    for name in names:
+        session.add(User(id=new_id(), username=name, password_hash="x", created_ms=1))
+    session.commit()
+    room = directory.create_group(session, alice, "all", names[:100])
+    session.commit()
+    assert room["member_count"] == 101 and "members" not in room
+    assert len(staged(session)) == 101
+    assert max(len(orjson.dumps(b)) for _, b in staged(session)) < 400
+    after, _ = directory.add_member(session, room["id"], alice, names[100])
+    session.commit()
+    assert after["member_count"] == 102 and "members" not in after
+    assert len(staged(session)) == 103
+    with pytest.raises(directory.InvalidChange):
+        directory.add_member(session, room["id"], alice, names[101], max_members=102)
+    session.rollback()
+    with pytest.raises(directory.InvalidChange):
+        directory.create_group(session, alice, "x", names[:10], max_members=10)

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from services.common.db import make_engine
 from services.common.models import Base
@@ -108,4 +108,43 @@ def test_cli_takes_the_url_from_the_settings(empty_url: str) -> None:
         text=True,
         timeout=120,
     )
-    assert "0001 (head)" in current.stdout
+    head = ScriptDirectory.from_config(config(empty_url)).get_current_head()
+    assert f"{head} (head)" in current.stdout
+
+
+def test_0002_fills_member_counts_and_usernames(empty_url: str) -> None:
+    """An install with rooms from before 0002 keeps them: counts and member names are filled."""
+    cfg = config(empty_url)
+    command.upgrade(cfg, "0001")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            for uid, name in (("u1", "alice"), ("u2", "bob")):
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, username, password_hash, created_ms) "
+                        "VALUES (:i, :n, 'x', 1)"
+                    ),
+                    {"i": uid, "n": name},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO rooms (id, kind, name, created_ms, last_activity_ms) "
+                    "VALUES ('r1', 'group', 'g', 1, 1)"
+                )
+            )
+            for uid in ("u1", "u2"):
+                conn.execute(
+                    text(
+                        "INSERT INTO memberships (room_id, user_id, joined_ms) VALUES ('r1', :u, 1)"
+                    ),
+                    {"u": uid},
+                )
+        command.upgrade(cfg, "head")
+        assert schema_diff(empty_url) == []
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT member_count FROM rooms")).scalar_one() == 2
+            names = conn.execute(text("SELECT username FROM memberships ORDER BY username"))
+            assert list(names.scalars()) == ["alice", "bob"]
+    finally:
+        engine.dispose()
