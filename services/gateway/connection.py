@@ -55,6 +55,7 @@ class Connection:
         "queue_max",
         "sid",
         "strikes",
+        "subs",
         "user_id",
         "username",
         "ws",
@@ -74,6 +75,7 @@ class Connection:
         self.close_code: int | None = None
         self.inflight: set[asyncio.Task[Any]] = set()
         self.held: list[str] | None = None
+        self.subs: tuple[str, ...] | None = None  # presence_sub: whom else to hear of
         self._writer: asyncio.Task[None] | None = None
 
     def hold(self) -> None:

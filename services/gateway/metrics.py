@@ -14,3 +14,7 @@ SEND_SECONDS = Histogram(
     "From a send frame to its ack (includes the broker confirm)",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+ACK_CACHE_BYTES = Gauge("chat_gateway_ack_cache_bytes", "Estimated bytes held by the ack cache")
+BINDINGS = Gauge("chat_gateway_bindings", "Bindings of the gateway's queue")
+LOCAL_ROOMS = Gauge("chat_gateway_rooms", "Rooms with a member connected here")
+LOCAL_USERS = Gauge("chat_gateway_users", "Users with a connection here")

@@ -1,0 +1,189 @@
+"""The send path: a ``send`` frame to its ``ack`` (API.md "WebSocket", docs/PROTOCOL.md).
+
+A message's id is derived from (sender, client_msg_id), so a retry is the same message on any
+gateway. The ack comes once the broker has confirmed the persistent, mandatory publish (the
+history queue holds it). A retry of an acked send gets the same ack: from the ack cache, else
+(``retry: true``) from history once the writer has passed everything routed before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from services.common import topology
+from services.common.bus import Bus, PublishError
+from services.common.ids import message_id, now_ms
+from services.common.schema import ID_RE, FrameError, SendFrame, message_object
+from services.gateway import metrics
+from services.gateway.connection import Connection
+from services.gateway.lru import AckCache
+from services.gateway.membership import Membership
+from services.gateway.store import GatewayStore
+from services.gateway.sync import SyncMarkers
+
+log = logging.getLogger("chat.gateway.sending")
+
+
+class Sender:
+    def __init__(
+        self,
+        bus: Bus,
+        gateway_id: str,
+        store: GatewayStore,
+        membership: Membership,
+        markers: SyncMarkers,
+        acked: AckCache,
+    ) -> None:
+        self.bus = bus
+        self.gw = gateway_id
+        self.store = store
+        self.membership = membership
+        self.markers = markers
+        self.acked = acked
+        self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
+
+    async def handle(self, conn: Connection, frame: SendFrame) -> None:
+        started = time.perf_counter()
+        key = (conn.user_id, frame.client_msg_id)
+        done = self.acked.get(key)
+        if done is not None:
+            conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": done})
+            return
+        waiting = self.pending.get(key)
+        if waiting is not None:  # the same send is in flight (a quick retry): same answer
+            try:
+                result = await asyncio.shield(waiting)
+            except FrameError as exc:
+                send_error(conn, exc.code, exc.message, frame.client_msg_id)
+                return
+            if result is not None:
+                conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": result})
+            return
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self.pending[key] = future
+        try:
+            msg = await self._accept(conn, frame)
+        except FrameError as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning
+            send_error(conn, exc.code, exc.message, frame.client_msg_id)
+            return
+        except Exception:
+            log.exception("send failed")
+            err = FrameError("unavailable", "the message could not be accepted; retry")
+            future.set_exception(err)
+            future.exception()
+            send_error(conn, err.code, err.message, frame.client_msg_id)
+            return
+        finally:
+            self.pending.pop(key, None)
+        future.set_result(msg)
+        self.acked.put(key, msg)
+        metrics.ACCEPTED.inc()
+        metrics.SEND_SECONDS.observe(time.perf_counter() - started)
+        conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": msg})
+
+    async def _accept(self, conn: Connection, frame: SendFrame) -> dict[str, Any]:
+        cmid = frame.client_msg_id
+        if not self.membership.may_act(conn.user_id):
+            raise FrameError("unavailable", "reconnecting to the cluster; retry in a moment", cmid)
+        peer_id: str | None = None
+        if frame.to is not None:
+            room_id, peer_id = await self._direct_room(conn, frame.to)
+        else:
+            room_id = frame.room or ""
+            if not ID_RE.match(room_id):
+                raise FrameError("room_not_found", "no such room", cmid)
+            if not self.membership.is_member(conn.user_id, room_id):
+                raise FrameError("not_a_member", "you are not a member of this room", cmid)
+        mid = message_id(conn.user_id, cmid)
+        if frame.retry:
+            stored = await asyncio.to_thread(self.store.stored_message, mid, conn.user_id)
+            if stored is None:
+                # the first attempt may still be on its way to history (its answer was lost or
+                # `unavailable`): let the writer pass everything routed before now, look again
+                if not await self.markers.caught_up(5.0):
+                    raise FrameError(
+                        "unavailable", "history is catching up; retry in a moment", cmid
+                    )
+                stored = await asyncio.to_thread(self.store.stored_message, mid, conn.user_id)
+            if stored is not None:
+                return stored
+        room = self.membership.rooms.get(room_id)
+        last = room.clock if room is not None else 0
+        sent = max(now_ms(), last + 1)
+        if room is not None:
+            room.clock = sent
+        msg = message_object(mid, room_id, conn.username, frame.body, sent, cmid)
+        body = orjson.dumps(
+            {
+                "type": "message",
+                "message": msg,
+                "sender_id": conn.user_id,
+                "sent_ms": sent,
+                "origin": {"gw": self.gw, "conn": conn.id},
+            }
+        )
+        try:
+            await self.bus.publish(
+                topology.MESSAGES,
+                topology.room_msg_key(room_id),
+                body,
+                mandatory=True,
+                persistent=True,
+            )
+        except PublishError as exc:
+            log.warning("publish failed: %s", exc)
+            raise FrameError(
+                "unavailable", "the message could not be stored right now; retry", cmid
+            ) from exc
+        if peer_id is not None:
+            # a brand-new direct room: the peer's gateway may not have bound it yet, so the
+            # first message also travels on the peer's user key, behind the "joined" event
+            try:
+                await self.bus.publish(topology.EVENTS, topology.user_key(peer_id), body)
+            except PublishError:
+                pass
+        return msg
+
+    async def _direct_room(self, conn: Connection, username: str) -> tuple[str, str | None]:
+        """The direct room with ``username``; the peer's id if this send created it."""
+        known = self.membership.direct_room_with(conn.user_id, username)
+        if known is not None:
+            return known, None
+        try:
+            room, peer_id, staged = await asyncio.to_thread(
+                self.store.direct_room, conn.user_id, username
+            )
+        except LookupError:
+            raise FrameError("user_not_found", f"no user {username[:32]!r}") from None
+        except ValueError:
+            raise FrameError("invalid_frame", "you cannot message yourself") from None
+        mine: dict[str, Any] | None = None
+        for exchange, key, body in staged:  # at once; the outbox relay sends them again later
+            try:
+                await self.bus.publish(exchange, key, body)
+            except PublishError:
+                log.warning("room event not published; the outbox relay will carry it")
+            event = orjson.loads(body)
+            if event.get("user_id") == conn.user_id:
+                mine = event
+        if mine is not None:
+            self.membership.on_user_event(mine)  # this gateway knows before its echo comes
+        state = self.membership.rooms.get(room["id"])
+        if state is not None and state.bound is not None:
+            await state.bound  # bound before the message goes out: the other tabs get it
+        return room["id"], (peer_id if staged else None)
+
+
+def send_error(conn: Connection, code: str, message: str, cmid: str | None) -> None:
+    metrics.ERRORS.labels(code).inc()
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if cmid is not None:
+        frame["client_msg_id"] = cmid
+    conn.send(frame)

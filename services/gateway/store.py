@@ -1,0 +1,74 @@
+"""What a gateway reads from (and the one thing it writes to) the database. Every function is
+blocking: the gateway calls them in a worker thread (``asyncio.to_thread``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from services.common.directory import (
+    begin_snapshot,
+    get_or_create_direct_room,
+    membership_snapshot,
+    room_ids_of_user,
+    room_objects,
+)
+from services.common.models import Message, User
+from services.common.schema import message_object
+
+Snapshot = tuple[int, list[str]]  # (membership_seq, room ids)
+
+
+class GatewayStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def user_snapshot(self, user_id: str) -> Snapshot | None:
+        """The user's membership_seq and rooms (most recently active first), one snapshot;
+        None if the user does not exist."""
+        with Session(self.engine) as session:
+            begin_snapshot(session)
+            seq = session.execute(
+                select(User.membership_seq).where(User.id == user_id)
+            ).scalar_one_or_none()
+            if seq is None:
+                return None
+            return int(seq), room_ids_of_user(session, user_id)
+
+    def user_snapshots(self, user_ids: list[str]) -> dict[str, Snapshot]:
+        """The same for many users at once (a gateway's recovery), one snapshot."""
+        with Session(self.engine) as session:
+            begin_snapshot(session)
+            return membership_snapshot(session, user_ids)
+
+    def rooms(self, room_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not room_ids:
+            return {}
+        with Session(self.engine) as session:
+            return room_objects(session, room_ids)
+
+    def stored_message(self, mid: str, user_id: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(Message, mid)
+            if row is None or row.sender_id != user_id:
+                return None
+            return message_object(
+                row.id, row.room_id, row.sender, row.body, row.sent_ms, row.client_msg_id
+            )
+
+    def direct_room(
+        self, user_id: str, username: str
+    ) -> tuple[dict[str, Any], str, list[tuple[str, str, bytes]]]:
+        """The direct room with ``username`` (created if needed: commits), the peer's id and
+        the events a creation staged. LookupError / ValueError as get_or_create_direct_room."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            room, _created, staged = get_or_create_direct_room(session, user_id, username)
+            peer = session.execute(select(User.id).where(User.username == username)).scalar_one()
+            return room, peer, staged
