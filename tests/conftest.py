@@ -38,12 +38,13 @@ def allinone() -> Iterator[Stack]:
     port = free_port()
     env = dict(os.environ)
     env.update(FAST_ENV)
+    secret = secrets.token_urlsafe(48)
     env.update(
         CHAT_DATABASE_URL=f"sqlite:///{tmp / 'chat.db'}",
         CHAT_BROKER_URL="memory://",
         CHAT_PORT=str(port),
         CHAT_HOST="127.0.0.1",
-        CHAT_JWT_SECRET=secrets.token_urlsafe(48),
+        CHAT_JWT_SECRET=secret,
         CHAT_GATEWAY_ID="aio",
         CHAT_ALLOWED_ORIGINS=f"http://127.0.0.1,{f'http://127.0.0.1:{port}'}",
     )
@@ -58,7 +59,13 @@ def allinone() -> Iterator[Stack]:
         proc.kill()
         print((tmp / "server.log").read_text()[-4000:], file=sys.stderr)
         raise
-    yield Stack("allinone", url, url, [url], base_url=url, extra={"proc": proc, "tmp": tmp})
+    extra = {
+        "proc": proc,
+        "tmp": tmp,
+        "secret": secret,
+        "database_url": env["CHAT_DATABASE_URL"],
+    }
+    yield Stack("allinone", url, url, [url], base_url=url, extra=extra)
     proc.terminate()
     try:
         proc.wait(15)
@@ -118,7 +125,7 @@ def cluster_stack(c: Cluster) -> Stack:
         c.history.url,
         [g.url for g in c.gateway_procs if g.alive()],
         base_url=c.base_url if c.port else None,
-        extra={"cluster": c},
+        extra={"cluster": c, "secret": c.secret, "database_url": c.database_url},
     )
 
 

@@ -225,8 +225,9 @@ class Peer:
             self.events.append((time.monotonic(), "synced"))
             for room in self.rooms:
                 self.catch_up(room)
-        elif kind == "presence":
-            self.presence.append((time.monotonic(), f["username"], bool(f["online"])))
+        elif kind == "presence":  # one change, or several in one frame (API.md v1.1)
+            for ch in f.get("changes") or [f]:
+                self.presence.append((time.monotonic(), ch["username"], bool(ch["online"])))
         elif kind in ("ack", "error"):
             pass  # a late answer to an attempt we stopped waiting for
         elif kind in ("typing", "room", "pong"):

@@ -102,10 +102,16 @@ class Seeder:
                     "direct_key": None,
                     "created_ms": now,
                     "last_activity_ms": now,
+                    "version": 1,
+                    "member_count": len(members),
                 }
             )
-            member_rows += [{"room_id": rid, "user_id": m.id, "joined_ms": now} for m in members]
+            member_rows += [
+                {"room_id": rid, "user_id": m.id, "username": m.username, "joined_ms": now}
+                for m in members
+            ]
         with self.engine.begin() as conn:
             conn.execute(insert(Room), room_rows)
-            conn.execute(insert(Membership), member_rows)
+            for k in range(0, len(member_rows), 2000):
+                conn.execute(insert(Membership), member_rows[k : k + 2000])
         return rooms

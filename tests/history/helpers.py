@@ -137,11 +137,15 @@ def add_room(
                 direct_key=None,
                 created_ms=0,
                 last_activity_ms=0,
+                version=1,
+                member_count=len(members),
             )
         )
-        for user_id, _ in members:
+        for user_id, username in members:
             conn.execute(
-                Membership.__table__.insert().values(room_id=room_id, user_id=user_id, joined_ms=0)
+                Membership.__table__.insert().values(
+                    room_id=room_id, user_id=user_id, username=username, joined_ms=0
+                )
             )
 
 
