@@ -222,7 +222,12 @@ class Cluster:
             Proc(
                 "auth",
                 [PYTHON, "-m", "services", "auth"],
-                self.env(CHAT_PORT=str(auth_port), CHAT_GATEWAY_ID="auth"),
+                self.env(
+                    CHAT_PORT=str(auth_port),
+                    CHAT_GATEWAY_ID="auth",
+                    # member lists ask a gateway who is online (any gateway knows everyone)
+                    CHAT_PRESENCE_URL=f"http://127.0.0.1:{gw_ports[0]}",
+                ),
                 auth_port,
             )
         )
