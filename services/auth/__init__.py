@@ -30,7 +30,6 @@ from services.common.settings import Settings, get_settings
 
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 MAX_BODY_BYTES = 64 * 1024
-USERNAME_JSON_BYTES = 40  # a username in a JSON list: up to 32 characters, quotes, comma
 
 
 def create_app(
@@ -54,8 +53,7 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(url),
-        # a group created with its members in one call: room for every username it may hold
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES + USERNAME_JSON_BYTES * settings.max_group_members,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # POST /api/rooms allows more (rooms.py)
     )
     db.init_app(app)
 

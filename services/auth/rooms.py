@@ -72,9 +72,16 @@ def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
     return name, list(members)
 
 
+USERNAME_JSON_BYTES = 40  # a username in a JSON list: up to 32 characters, quotes, comma
+
+
 @bp.post("")
 def create_group() -> tuple[Response, int]:
     claims = authenticate()
+    # a group is created with its members in one call: room for every username it may hold
+    request.max_content_length = (
+        64 * 1024 + USERNAME_JSON_BYTES * state().settings.max_group_members
+    )
     name, members = _group_fields(json_object())
     try:
         obj = directory.create_group(

@@ -43,6 +43,12 @@ def user_key(user_id: str) -> str:
     return f"user.{user_id}"
 
 
+# what every gateway binds on EVENTS: membership changes are rare next to messages, so each
+# gateway takes every user's events (one binding, whoever connects) and drops the ones of
+# users it does not hold; a connect, a reconnect storm or a recovery binds nothing per user
+USER_EVENTS = "user.*"
+
+
 def gateway_key(gateway_id: str) -> str:
     return f"gw.{gateway_id}"
 

@@ -9,7 +9,7 @@ finds its rooms still bound, and delivery never depends on a binding being gone 
 delivers by its own membership state).
 
 After a broker reconnect the gateway's queue is new and bound to nothing: ``restore()`` binds
-everything wanted again, before the gateway re-reads what it may have missed.
+everything wanted again, in the order first wanted (the gateway's own keys come first).
 """
 
 from __future__ import annotations
@@ -54,15 +54,18 @@ class Bindings:
 
     # wanting -------------------------------------------------------------------------------
     def acquire(self, keys: Iterable[Key]) -> asyncio.Future[bool] | None:
-        """Want these bindings. None if they are all bound already; else a future that becomes
-        True once they are, or False if the broker was unavailable (they are bound again by
-        ``restore`` after the reconnect)."""
-        missing: set[Key] = set()
+        """Want these bindings: ``wait(keys)``."""
+        keys = list(keys)
         for key in keys:
             self.refs[key] = self.refs.get(key, 0) + 1
             self.unwanted.pop(key, None)
-            if key not in self.bound:
-                missing.add(key)
+        return self.wait(keys)
+
+    def wait(self, keys: Iterable[Key]) -> asyncio.Future[bool] | None:
+        """None if these bindings are all in place; else a future that becomes True once they
+        are, or False if the broker was found unavailable (they are bound again after the
+        reconnect: ``restore``)."""
+        missing = {key for key in keys if key not in self.bound}
         if not missing:
             return None
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -114,6 +117,7 @@ class Bindings:
             self._wake.clear()
             try:
                 await self._bind_missing()
+                self._settle_bound()
                 await self._unbind_unwanted()
                 delay = 0.0
             except PublishError as exc:
@@ -152,10 +156,10 @@ class Bindings:
         keep: list[_Waiter] = []
         for w in self._waiters:
             w.keys.difference_update(self.bound)
-            if w.keys:
+            if w.keys and any(k in self.refs for k in w.keys):
                 keep.append(w)
-            elif not w.future.done():
-                w.future.set_result(True)
+            elif not w.future.done():  # all bound (or no longer wanted by anyone: never will)
+                w.future.set_result(not w.keys)
         self._waiters = keep
 
     def _settle_waiters(self, result: bool) -> None:
@@ -164,16 +168,9 @@ class Bindings:
                 w.future.set_result(result)
         self._waiters = []
 
-    async def restore(self) -> None:
-        """After a reconnect: the queue is new, bind everything wanted (raises PublishError if
-        the broker is unavailable; the caller retries)."""
+    def restore(self) -> None:
+        """After a reconnect: the queue is new and bound to nothing. Everything wanted is bound
+        again, oldest wants first (the gateway's own keys, then rooms); ``wait`` tells when."""
         self.bound.clear()
         self.unwanted.clear()
-        wanted = list(self.refs)
-        for k in range(0, len(wanted), BATCH):
-            part = wanted[k : k + BATCH]
-            await self.bus.bind_many(self.queue, part)
-            self.batches += 1
-            self.bound.update(part)
-        self._settle_bound()
         self._kick()

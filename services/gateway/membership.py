@@ -5,8 +5,9 @@ State, per gateway process:
 
 - ``users``: each user with a connection here: their connections, their rooms and the last
   ``membership_seq`` applied (``seq``). Their own ``joined``/``left`` events (routing key
-  ``user.<id>``) are applied in ``seq`` order: an event at or below ``seq`` is stale and
-  dropped; one past ``seq + 1`` means one was missed, and the user is re-read.
+  ``user.<id>``; every gateway binds ``user.*``, so they reach it whoever is connected) are
+  applied in ``seq`` order: an event at or below ``seq`` is stale and dropped; one past
+  ``seq + 1`` means one was missed, and the user is re-read.
 - ``rooms``: each room with a local member: its room object (``members`` only for rooms of up
   to ``CONTACT_ROOM_MAX``), its ``version`` and its local members. Its events
   (``room.<id>.member``: ``member_joined``, ``member_left``, ``updated``) are applied in
@@ -15,13 +16,16 @@ State, per gateway process:
 
 The rules that keep it true:
 
-1. Bind first, then read. A user's key is bound before their rooms are read; a room's key is
-   bound before its object is read; after a broker reconnect every binding is restored before
-   everything is read again. Whatever changes after the read comes as an event.
+1. Bind first, then read. Users' events are bound (``user.*``) before any user is read; a
+   room is read again once its key is bound; after a broker reconnect the gateway's own keys
+   are bound again before every user is read again. Whatever changes after a read comes as an
+   event.
 2. While a user's rooms are being read, their events wait in ``pending`` and are applied after
    the read, with the ``seq`` rule (so an event that the read already reflects is dropped).
 3. A client hears that it joined a room only once the room is bound here (a message sent right
-   after "joined" reaches it).
+   after "joined" reaches it). A connection gets ``ready`` before its rooms are bound (binding
+   costs the broker ~1 ms each): the gateway publishes its sync marker only once they are, so
+   what it missed meanwhile is in history by ``synced`` (docs/PROTOCOL.md, the resume rule).
 4. A user whose state may be stale (a gap) gets no live message and cannot send until re-read;
    then their connections are told to resync. After a broker reconnect the same holds for
    everyone (``trusted``), until the whole state is read again.
@@ -54,19 +58,17 @@ def room_key(room_id: str) -> Key:
     return (topology.MESSAGES, topology.room_binding(room_id))
 
 
-def user_key(user_id: str) -> Key:
-    return (topology.EVENTS, topology.user_key(user_id))
+USER_EVENTS: Key = (topology.EVENTS, topology.USER_EVENTS)  # every user's events
 
 
 class RoomState:
-    __slots__ = ("bound", "clock", "id", "local", "needs_members", "obj", "refreshing")
+    __slots__ = ("clock", "id", "local", "needs_members", "obj", "refreshing")
 
     def __init__(self, obj: dict[str, Any]) -> None:
         self.id: str = obj["id"]
         self.obj = obj  # the public room object (what "joined"/"ready" carry)
         self.local: set[str] = set()  # local user ids who are members
         self.clock = 0  # newest sent_ms seen here: a new message is stamped after it
-        self.bound: asyncio.Future[bool] | None = None  # pending bind of the room's key
         # a read must replace what is held even at the same version: an event was missed, or
         # the room shrank to a small one and its member list is not known
         self.needs_members = False
@@ -191,7 +193,6 @@ class Membership:
         us = self.users.get(conn.user_id)
         if us is None:
             us = self.users[conn.user_id] = UserState(conn.user_id, conn.username)
-            self.bindings.acquire([user_key(us.id)])  # held while the user is here
         us.conns.add(conn)
         order = await self.load(us)
         rank = {rid: i for i, rid in enumerate(order)}
@@ -213,54 +214,56 @@ class Membership:
                 if not room.local:
                     self._drop_room(room)
         us.rooms.clear()
-        self.bindings.release([user_key(us.id)])
 
     # reading -------------------------------------------------------------------------------
-    async def _bound(self, keys: list[Key]) -> None:
-        """Acquire keys and wait until they are bound (or the broker is found away: the
-        recovery after the reconnect binds them and re-reads). The caller releases them."""
-        fut = self.bindings.acquire(keys)
-        if fut is not None and not await fut:
-            log.warning("read without %d bindings in place (broker unavailable)", len(keys))
+    async def wait_bound(self, us: UserState) -> bool:
+        """Once every room of the user is bound here (False: the broker was found away)."""
+        fut = self.bindings.wait([room_key(r) for r in us.rooms])
+        return True if fut is None else await fut
 
     async def load(self, us: UserState) -> list[str]:
-        """Read a user's rooms (bind first, then read) and apply them; their events wait
-        meanwhile. The room ids, most recently active first."""
+        """Read a user's rooms and apply them; their events wait meanwhile (they are always
+        bound: ``user.*``). Rooms new here are bound, then read again, in the background. The
+        room ids, most recently active first."""
         async with us.lock:
             us.loads += 1
             if us.pending is None:
                 us.pending = []
-            held: list[Key] = []
             try:
-                key = user_key(us.id)
-                held.append(key)
-                await self._bound([key])
                 snap = await asyncio.to_thread(self.store.user_snapshot, us.id)
                 if snap is None:
                     raise LookupError(f"user {us.id} is gone")
                 seq, ids = snap
-                keys = [room_key(r) for r in ids]
-                held.extend(keys)
-                await self._bound(keys)
                 objs = await self._read_rooms([r for r in ids if r not in self.rooms])
                 if self.users.get(us.id) is us:
-                    self._apply_snapshot(us, seq, ids, objs)
+                    fresh = self._apply_snapshot(us, seq, ids, objs)
+                    if fresh:
+                        self._spawn(self._refresh_when_bound(fresh))
                 return ids
             finally:
-                self.bindings.release(held)
                 us.loads -= 1
                 self._replay(us)
+
+    async def _refresh_when_bound(self, room_ids: list[str]) -> None:
+        """Rooms read before their key was bound: read them again once it is, so that no
+        change between the read and the bind is missed."""
+        fut = self.bindings.wait([room_key(r) for r in room_ids])
+        if fut is not None and not await fut:
+            return  # the broker is away: the recovery reads everything again
+        await self.refresh(room_ids)
 
     async def _read_rooms(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return await asyncio.to_thread(self.store.rooms, ids) if ids else {}
 
     def _apply_snapshot(
         self, us: UserState, seq: int, ids: list[str], objs: dict[str, dict[str, Any]]
-    ) -> None:
+    ) -> list[str]:
+        """Make the user's rooms what was read; the ids of rooms that are new here."""
         if seq < us.seq:
-            return  # what we hold is newer (cannot happen for a read started later)
+            return []  # what we hold is newer (cannot happen for a read started later)
         ready = [c for c in us.conns if c.held is None]  # held ones learn it from "ready"
         wanted = set(ids)
+        fresh: list[str] = []
         for rid in list(us.rooms - wanted):
             self._leave(us, rid, None, ready)
         for rid in ids:
@@ -273,14 +276,16 @@ class Membership:
                     us.gap = True
                     continue
                 room = self._add_room(obj)
+                fresh.append(rid)
             self._join(us, room)
             if ready:
-                self._tell_joined(us, room, ready)
+                self._spawn(self._joined_when_bound(us, room, False, ready))
         us.seq = seq
         if us.stale and not us.gap:
             us.stale = False
             if self.on_resync is not None:
                 self._spawn(self.on_resync(us))
+        return fresh
 
     def _replay(self, us: UserState) -> None:
         pending, us.pending = us.pending or [], None
@@ -345,19 +350,22 @@ class Membership:
             if room is None:
                 room = self._add_room(obj)
             self._join(us, room)
-            if room.bound is None and not fresh:
+            if not fresh and self.bindings.wait([room_key(rid)]) is None:
                 self._tell_joined(us, room, us.conns)
             else:
-                self._spawn(self._joined_when_bound(us, room, fresh))
+                self._spawn(self._joined_when_bound(us, room, fresh, None))
         elif ev["event"] == "left":
             if rid in us.rooms:
                 self._leave(us, rid, obj, us.conns)
 
-    async def _joined_when_bound(self, us: UserState, room: RoomState, fresh: bool) -> None:
-        if room.bound is not None:
-            await room.bound
+    async def _joined_when_bound(
+        self, us: UserState, room: RoomState, fresh: bool, conns: list[Connection] | None
+    ) -> None:
+        fut = self.bindings.wait([room_key(room.id)])
+        if fut is not None:
+            await fut
         if room.id in us.rooms and self.users.get(us.id) is us:
-            self._tell_joined(us, room, us.conns)
+            self._tell_joined(us, room, us.conns if conns is None else conns)
         if fresh:  # bound now: read it, so nothing that happened before the bind is missed
             await self.refresh([room.id])
 
@@ -501,29 +509,22 @@ class Membership:
         return held
 
     async def recover(self) -> None:
-        """Bind everything again, then read every local user and room (raises on failure:
-        the caller retries until it succeeds)."""
-        await self.bindings.restore()
-        users = [us for us in self.users.values()]
+        """Read every local user again (their events are bound again by now: the caller
+        waits for the gateway's own keys first); rooms are read again once their keys are
+        bound again. Raises on failure: the caller retries until it succeeds."""
+        users = list(self.users.values())
         snaps: dict[str, Snapshot] = await asyncio.to_thread(
             self.store.user_snapshots, [us.id for us in users]
         )
-        needed = set(self.rooms)
+        needed: set[str] = set()
         for _seq, ids in snaps.values():
-            needed.update(ids)
-        held = [room_key(r) for r in needed if r not in self.rooms]
-        try:
-            await self._bound(held)
-            objs = await self._read_rooms(sorted(needed))
-            for rid, room in list(self.rooms.items()):
-                if rid in objs:
-                    self._apply_room_snapshot(room, objs[rid])
-            for us in users:
-                snap = snaps.get(us.id)
-                if snap is not None and self.users.get(us.id) is us:
-                    self._apply_snapshot(us, snap[0], snap[1], objs)
-        finally:
-            self.bindings.release(held)
+            needed.update(r for r in ids if r not in self.rooms)
+        objs = await self._read_rooms(sorted(needed))
+        for us in users:
+            snap = snaps.get(us.id)
+            if snap is not None and self.users.get(us.id) is us:
+                self._apply_snapshot(us, snap[0], snap[1], objs)
+        self._spawn(self._refresh_when_bound(list(self.rooms)))
 
     def end_recovery(self, held: list[UserState], *, trusted: bool = True) -> None:
         if trusted:
@@ -538,13 +539,7 @@ class Membership:
         room = RoomState(dict(obj))
         self.rooms[room.id] = room
         self._index(room)
-        room.bound = self.bindings.acquire([room_key(room.id)])
-        if room.bound is not None:
-
-            def bound(_: asyncio.Future[bool]) -> None:
-                room.bound = None
-
-            room.bound.add_done_callback(bound)
+        self.bindings.acquire([room_key(room.id)])
         return room
 
     def _drop_room(self, room: RoomState) -> None:

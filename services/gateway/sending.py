@@ -22,7 +22,7 @@ from services.common.schema import ID_RE, FrameError, SendFrame, message_object
 from services.gateway import metrics
 from services.gateway.connection import Connection
 from services.gateway.lru import AckCache
-from services.gateway.membership import Membership
+from services.gateway.membership import Membership, room_key
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
 
@@ -175,9 +175,9 @@ class Sender:
                 mine = event
         if mine is not None:
             self.membership.on_user_event(mine)  # this gateway knows before its echo comes
-        state = self.membership.rooms.get(room["id"])
-        if state is not None and state.bound is not None:
-            await state.bound  # bound before the message goes out: the other tabs get it
+        bound = self.membership.bindings.wait([room_key(room["id"])])
+        if bound is not None:
+            await bound  # bound before the message goes out: the other tabs get it
         return room["id"], (peer_id if staged else None)
 
 

@@ -74,6 +74,12 @@ class GatewayService:
         self.gw = settings.gateway_id
         self.queue = f"gw.{self.gw}"
         self.bindings = Bindings(bus, self.queue)
+        self.fixed_keys = [  # bound for the gateway's whole life, first after a reconnect
+            (topology.EVENTS, topology.USER_EVENTS),
+            (topology.EVENTS, topology.SESSION_REVOKED),
+            (topology.EVENTS, topology.gateway_key(self.gw)),
+            (topology.PRESENCE, ""),
+        ]
         self.presence = Presence(
             bus,
             self.gw,
@@ -94,6 +100,7 @@ class GatewayService:
         self.sender = Sender(bus, self.gw, self.store, self.membership, self.markers, self.acked)
         self.draining = False
         self._recovering: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         metrics.ACK_CACHE_BYTES.set_function(lambda: self.acked.bytes)
         metrics.BINDINGS.set_function(lambda: len(self.bindings))
         metrics.LOCAL_ROOMS.set_function(lambda: len(self.membership.rooms))
@@ -107,13 +114,7 @@ class GatewayService:
     async def start(self) -> None:
         await self.bus.private_queue(self.queue, self._on_delivery)
         self.bindings.start()
-        fixed = self.bindings.acquire(
-            [
-                (topology.EVENTS, topology.SESSION_REVOKED),
-                (topology.EVENTS, topology.gateway_key(self.gw)),
-                (topology.PRESENCE, ""),
-            ]
-        )
+        fixed = self.bindings.acquire(self.fixed_keys)
         if fixed is not None and not await fixed:
             raise PublishError("could not bind the gateway's queue")
         await asyncio.to_thread(load_revoked, self.engine, self.revoked, self.settings.access_ttl)
@@ -152,8 +153,10 @@ class GatewayService:
 
     async def _on_reconnect(self) -> None:
         """The broker came back: our queue is new (bound to nothing) and whatever was routed
-        while we were away is gone. Bind, re-read membership and revocations, close revoked
-        sockets, then tell every client to resync. Retried until it succeeds."""
+        while we were away is gone. Bind the gateway's own keys (users' events among them),
+        re-read membership and revocations, close revoked sockets, then tell every client to
+        resync (each gets ``synced`` once its rooms are bound again). Retried until it
+        succeeds, whatever else is down."""
         if self._recovering is not None and not self._recovering.done():
             self._recovering.cancel()
         self._recovering = asyncio.get_running_loop().create_task(self._recover())
@@ -165,6 +168,10 @@ class GatewayService:
         try:
             while True:
                 try:
+                    self.bindings.restore()
+                    fixed = self.bindings.wait(self.fixed_keys)
+                    if fixed is not None and not await fixed:
+                        raise PublishError("the gateway's own bindings are not in place")
                     await self.membership.recover()
                     await asyncio.to_thread(
                         load_revoked, self.engine, self.revoked, self.settings.access_ttl
@@ -181,8 +188,10 @@ class GatewayService:
             self.membership.end_recovery(held, trusted=done)
         self._close_revoked()
         log.info("membership re-read after a broker reconnect; clients resync")
-        for us in list(self.membership.users.values()):
-            await self._resync_user(us)
+        await asyncio.gather(
+            *(self._resync_user(us) for us in list(self.membership.users.values())),
+            return_exceptions=True,
+        )
         try:
             await self.presence.resend_state()
         except PublishError:
@@ -197,10 +206,14 @@ class GatewayService:
                     c.close_soon(CLOSE_AUTH, "session ended")
 
     async def _resync_user(self, us: UserState) -> None:
-        """Live messages may have been withheld: the client fetches what it missed."""
-        for c in list(us.conns):
+        """Live messages may have been withheld: the client fetches what it missed, once
+        ``synced`` says history holds it (the marker goes out once the rooms are bound)."""
+        conns = [c for c in us.conns if not c.closed]
+        for c in conns:
+            c.send({"type": "resync"})
+        await self.membership.wait_bound(us)
+        for c in conns:
             if not c.closed:
-                c.send({"type": "resync"})
                 await self.markers.publish(c)
 
     # the WebSocket session -----------------------------------------------------------------
@@ -297,7 +310,19 @@ class GatewayService:
                 "server_time": now_ms(),
             }
         )
-        await self.markers.publish(conn)
+        # the resume rule: "synced" says history holds everything the live stream missed,
+        # so the marker goes out only once every room of the connection is bound here
+        self._spawn(self._synced_when_bound(us, conn))
+
+    async def _synced_when_bound(self, us: UserState, conn: Connection) -> None:
+        await self.membership.wait_bound(us)
+        if not conn.closed:
+            await self.markers.publish(conn)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _unregister(self, conn: Connection) -> None:
         await conn.stop_writer()

@@ -16,7 +16,7 @@ from services.common import events, topology
 from services.common.bus.memory import MemoryBus
 from services.gateway.bindings import Bindings
 from services.gateway.connection import Connection
-from services.gateway.membership import Membership, UserState, room_key, user_key
+from services.gateway.membership import USER_EVENTS, Membership, UserState, room_key
 
 
 class FakeWs:
@@ -146,10 +146,7 @@ class World:
     def deliver(self, evs: list[dict[str, Any]]) -> None:
         """What the gateway's queue would hand over, in order (only what it is bound to)."""
         for ev in evs:
-            if ev["type"] == "room":
-                key = user_key(ev["user_id"])
-            else:
-                key = room_key(ev["room_id"])
+            key = USER_EVENTS if ev["type"] == "room" else room_key(ev["room_id"])
             if key in self.m.bindings.bound:
                 (self.m.on_user_event if ev["type"] == "room" else self.m.on_room_event)(ev)
 
@@ -173,6 +170,8 @@ def run(body: Callable[[World], Awaitable[None]]) -> None:
         await bus.private_queue("gw.test", _ignore)
         bindings = Bindings(bus, "gw.test", linger=0)
         bindings.start()
+        fixed = bindings.acquire([USER_EVENTS])  # as the gateway does at start
+        assert fixed is not None and await fixed
         world: World | None = None
 
         async def resync(us: UserState) -> None:
@@ -215,8 +214,8 @@ def test_a_left_racing_a_connect_is_never_lost(when: str) -> None:
         w.db.gate = asyncio.Event()
         task = asyncio.create_task(w.connect("a"))
         await asyncio.wait_for(w.db.reading.wait(), 5)
-        # the user's key is bound before the read: whatever is published now reaches us
-        assert user_key("a") in w.m.bindings.bound
+        # users' events are bound before any read: whatever is published now reaches us
+        assert USER_EVENTS in w.m.bindings.bound
         if when == "during_read":  # the read already saw "a" in the room
             left = w.db.remove("r1", "a")
             w.deliver(left)
@@ -384,10 +383,13 @@ def test_recovery_rebinds_then_rereads_then_resyncs() -> None:
         w.m.bindings.bound.clear()
         w.db.remove("r1", "a")
         w.db.add("r2", "a")
+        w.m.bindings.restore()
+        fixed = w.m.bindings.wait([USER_EVENTS])
+        assert fixed is not None and await fixed  # the gateway's own keys first
         await w.m.recover()
-        assert user_key("a") in w.m.bindings.bound and room_key("r2") in w.m.bindings.bound
         w.m.end_recovery(held)
         await settle()
+        assert room_key("r2") in w.m.bindings.bound and room_key("r1") not in w.m.bindings.refs
         assert not w.m.is_member("a", "r1") and w.m.is_member("a", "r2")
         assert [f["room"]["id"] for f in frames(wa, "room", "left")] == ["r1"]
         assert [f["room"]["id"] for f in frames(wa, "room", "joined")] == ["r2"]
@@ -403,17 +405,19 @@ def test_bindings_are_pipelined_and_shared() -> None:
         for i in range(300):
             w.db.create(f"r{i}", ["a", "b"])
         before = w.m.bindings.batches
-        await w.connect("a")
+        _c, _ws, rooms = await w.connect("a")
+        assert len(rooms) == 300
+        await asyncio.wait_for(w.m.wait_bound(w.m.users["a"]), 5)
         used = w.m.bindings.batches - before
-        assert used <= 3, used  # the user's key, then all 300 rooms in one batch
+        assert used == 1, used  # all 300 rooms in one batch
         await w.connect("b")
-        assert w.m.bindings.batches - before == used + 1  # its own key; the rooms are bound
-        assert len(w.m.bindings.bound) == 302  # 300 rooms, 2 users
-        assert w.bus.binding_count() == 302 + 2  # and the durable queues of the topology
+        assert w.m.bindings.batches - before == used  # already bound: nothing more
+        assert len(w.m.bindings.bound) == 301  # 300 rooms and every user's events
+        assert w.bus.binding_count() == 301 + 2  # and the durable queues of the topology
 
     run(body)
 
 
 def test_topology_keys() -> None:
     assert room_key("r") == (topology.MESSAGES, "room.r.*")
-    assert user_key("u") == (topology.EVENTS, "user.u")
+    assert USER_EVENTS == (topology.EVENTS, "user.*")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -15,12 +14,10 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-PASSWORD = "correct horse battery staple"
+from tools.seed import PASSWORD, uname
+
 TEST_ORIGIN = "http://127.0.0.1"
-
-
-def uname(prefix: str = "u") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
+__all__ = ["PASSWORD", "Stack", "User", "WsClient", "uname"]
 
 
 @dataclass
