@@ -303,3 +303,64 @@ def test_phone_sized_member_panel_of_a_big_group(
     expect(lst).to_be_hidden()
     expect(lst).to_have_attribute("data-presence-sub", "0")  # closed: presence_sub []
     tab.assert_clean()
+
+
+def test_a_group_growing_past_100_turns_virtual(browser: Any, site: Stack, tabs: list[Tab]) -> None:
+    """At 100 members the room object lists them and the panel shows them all (they are
+    contacts); the 101st makes the list go (member_joined with member_count 101): the panel
+    turns into the paged list, and stays one when the group shrinks again."""
+    expect = _expect()
+    seeder = Seeder(site.extra["database_url"], site.extra["secret"])
+    try:
+        members = seeder.users(100, prefix="s")
+        extra = seeder.users(1, prefix="t")[0]
+    finally:
+        seeder.close()
+    owner, viewer = members[0], members[1]
+    with httpx.Client(timeout=60) as http:
+        r = http.post(
+            site.url("/api/rooms"),
+            json={"name": "Hundred", "members": [m.username for m in members[1:]]},
+            headers=owner.headers,
+        )
+        assert r.status_code == 201, r.text[:300]
+        room = r.json()
+        assert room["member_count"] == 100 and len(room["members"]) == 100
+
+    tab = Tab(browser, site.base_url or "")
+    tabs.append(tab)
+    login(tab, viewer)
+    tab.open_room(room["id"])
+    page = tab.page
+    lst = page.locator("#member-list")
+    expect(page.locator("#room-sub")).to_have_text("100 members")
+    expect(lst.locator("li[data-member]")).to_have_count(100)  # the whole list, no paging
+    expect(lst).not_to_have_class("virtual")
+
+    with httpx.Client(timeout=60) as http:
+        r = http.post(
+            site.url(f"/api/rooms/{room['id']}/members"),
+            json={"username": extra.username},
+            headers=owner.headers,
+        )
+        assert r.status_code == 200, r.text
+        assert "members" not in r.json()
+        expect(page.locator("#room-sub")).to_have_text("101 members")
+        expect(lst).to_have_class("virtual")
+        expect(lst).to_have_attribute("data-total", "101")
+        ordered = sorted([m.username for m in members] + [extra.username])
+        expect(row(tab, ordered[0])).to_be_visible()
+        assert len(rows(tab)) < 101
+        scroll_members(tab, 101 * ROW_PX)
+        expect(row(tab, extra.username)).to_be_visible()  # "t..." sorts after every "s..."
+
+        r = http.delete(
+            site.url(f"/api/rooms/{room['id']}/members/{extra.username}"),
+            headers=owner.headers,
+        )
+        assert r.status_code == 204, r.text
+        expect(page.locator("#room-sub")).to_have_text("100 members")
+        expect(row(tab, extra.username)).to_have_count(0)
+        expect(lst).to_have_attribute("data-total", "100")
+        expect(lst).to_have_attribute("data-loaded", "100")
+    tab.assert_clean()
