@@ -12,8 +12,10 @@ condition with a deadline, never a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -88,6 +90,16 @@ class Online:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(15)
+
+
+def wait_until(page: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a condition that Playwright's callbacks (a route's) make true: they run only while
+    the test is inside a Playwright call, hence the short waits in the page between checks."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        page.wait_for_timeout(50)
 
 
 def login(tab: Tab, user: Seeded) -> None:
@@ -363,4 +375,105 @@ def test_a_group_growing_past_100_turns_virtual(browser: Any, site: Stack, tabs:
         expect(row(tab, extra.username)).to_have_count(0)
         expect(lst).to_have_attribute("data-total", "100")
         expect(lst).to_have_attribute("data-loaded", "100")
+    tab.assert_clean()
+
+
+def test_frames_missed_while_away_are_made_up_after_the_reconnect(
+    browser: Any, site: Stack, tabs: list[Tab]
+) -> None:
+    """The page's WebSocket goes through a Playwright route that can drop frames: a member_left
+    is lost, then the connection closes. After the next `ready` the client fetches the rows
+    on screen again (the removed member is gone) and sends its presence_sub again (a visible
+    member who connects turns online)."""
+    expect = _expect()
+    seeder = Seeder(site.extra["database_url"], site.extra["secret"])
+    try:
+        members = seeder.users(150, prefix="r")
+    finally:
+        seeder.close()
+    owner = members[0]
+    ordered = sorted(m.username for m in members)
+    viewer = next(m for m in members if m.username == ordered[-1])
+    with httpx.Client(timeout=60) as http:
+        r = http.post(
+            site.url("/api/rooms"),
+            json={"name": "Lossy", "members": [m.username for m in members[1:]]},
+            headers=owner.headers,
+        )
+        assert r.status_code == 201, r.text[:300]
+        room = r.json()
+
+    tab = Tab(browser, site.base_url or "")
+    tabs.append(tab)
+    page = tab.page
+    routes: list[Any] = []
+    dropping = {"on": False, "dropped": 0}
+
+    def is_member_frame(message: str | bytes) -> bool:
+        try:
+            f = json.loads(message)
+        except ValueError:
+            return False
+        return f.get("type") == "room" and f.get("event") in ("member_joined", "member_left")
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if dropping["on"] and is_member_frame(message):
+                dropping["dropped"] += 1
+                return
+            ws.send(message)
+
+        server.on_message(to_page)
+        routes.append((ws, server))
+
+    page.route_web_socket("**/ws", route)
+    login(tab, viewer)
+    tab.open_room(room["id"])
+    lst = page.locator("#member-list")
+    gone = ordered[0]
+    expect(row(tab, gone)).to_be_visible()
+    expect(lst).to_have_attribute("data-presence-sub", str(len(rows(tab))))
+
+    def reconnect() -> None:
+        connects = int(page.get_attribute("#conn-state", "data-connects") or "0")
+        ws, server = routes[-1]
+        server.close()  # the gateway's side goes too (it would still get frames)
+        ws.close(code=1012, reason="going away")  # the client reconnects at once
+        page.wait_for_function(
+            "(n) => Number(document.querySelector('#conn-state').dataset.connects) > n",
+            arg=connects,
+            timeout=30_000,
+        )
+        tab.expect_online()
+
+    # a new connection has no presence_sub: the client sends it again, the same rows' users
+    reconnect()
+    target = next(m for m in members if m.username == ordered[3])
+    dot = row(tab, target.username).locator(".online-dot")
+    expect(dot).not_to_have_class("online-dot on")
+    online = Online(site, target)
+    try:
+        expect(dot).to_have_class("online-dot on")
+    finally:
+        online.close()
+    expect(dot).not_to_have_class("online-dot on")
+
+    # a member_left is lost on the way
+    dropping["on"] = True
+    with httpx.Client(timeout=60) as http:
+        r = http.delete(site.url(f"/api/rooms/{room['id']}/members/{gone}"), headers=owner.headers)
+        assert r.status_code == 204, r.text
+    wait_until(page, lambda: dropping["dropped"] > 0)
+    assert dropping["dropped"] == 1, dropping
+    expect(page.locator("#room-sub")).to_have_text("150 members")
+    expect(row(tab, gone)).to_be_visible()
+    # after the next `ready` the rows on screen are fetched again
+    dropping["on"] = False
+    reconnect()
+    expect(page.locator("#room-sub")).to_have_text("149 members")  # `ready`'s room object
+    expect(row(tab, gone)).to_have_count(0)
+    expect(row(tab, ordered[1])).to_be_visible()
+    expect(lst).to_have_attribute("data-total", "149")
     tab.assert_clean()
