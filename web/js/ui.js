@@ -299,6 +299,7 @@ export class UI {
     const list = this.el['member-list'];
     if (!list.classList.contains('virtual')) return;
     list.classList.remove('virtual');
+    list.removeAttribute('tabindex');
     for (const k of ['total', 'loaded', 'first', 'last', 'requests']) delete list.dataset[k];
     this.memberRoom = null;
     this.memberNodes = new Map();
@@ -341,6 +342,7 @@ export class UI {
     if (!list.classList.contains('virtual') || this.memberRoom !== room.id) {
       this._leaveVirtual();
       list.classList.add('virtual');
+      list.setAttribute('tabindex', '0'); // a scroll container: scrollable from the keyboard
       this.memberRoom = room.id;
       list.replaceChildren(this.memberTop, this.memberBottom);
       list.scrollTop = 0;
