@@ -194,6 +194,52 @@ def test_a_join_or_leave_drops_the_pages_from_the_change_on_and_they_are_fetched
     assert out["twice"] == [250, 0]
 
 
+def test_a_change_above_the_rows_on_screen_is_patched_in_without_fetching(page: Any) -> None:
+    out = run(
+        page,
+        """
+        server.list = names(250);
+        const pages = new MemberPages((a, l) => server.page(a, l), 250);
+        pages.ensure(50, 0);
+        await settle(pages);
+        pages.ensure(240, 200);                      // scrolled down: rows 200..240 on screen
+        await settle(pages);                         // pages: [0..99], [100..249]
+        const calls = server.calls.length;
+        const o = {};
+        server.list.push('u0010a');
+        pages.applyChange('u0010a', true, 251);      // in the first page, above the screen
+        o.join = { pages: pages.pages.length, loaded: pages.loaded, row11: pages.row(11),
+          row201: pages.row(201).username, total: pages.total(), loading: pages.loading };
+        server.list = server.list.filter((u) => u !== 'u0020');
+        pages.applyChange('u0020', false, 250);
+        o.leave = { loaded: pages.loaded, row21: pages.row(21).username };
+        pages.ensure(249, 200);
+        await settle(pages);
+        o.calls = server.calls.length - calls;       // nothing fetched for either
+        o.exact = JSON.stringify(shown(pages)) === JSON.stringify([...server.list].sort());
+        server.list.push('u0205a');                  // on screen: that page is fetched again
+        pages.applyChange('u0205a', true, 251);
+        o.on_screen = { pages: pages.pages.length, loaded: pages.loaded };
+        pages.ensure(249, 200);
+        await settle(pages);
+        o.exact_after = JSON.stringify(shown(pages)) === JSON.stringify([...server.list].sort());
+        return o;
+        """,
+    )
+    assert out["join"] == {
+        "pages": 2,
+        "loaded": 251,
+        "row11": {"username": "u0010a", "online": False},
+        "row201": "u0200",  # every row below moved down by one
+        "total": 251,
+        "loading": False,
+    }
+    assert out["leave"] == {"loaded": 250, "row21": "u0021"}  # u0020 was at 21
+    assert out["calls"] == 0 and out["exact"] is True
+    assert out["on_screen"] == {"pages": 1, "loaded": 100}  # +1 -1 in the first page
+    assert out["exact_after"] is True
+
+
 def test_a_page_in_flight_during_a_change_is_dropped(page: Any) -> None:
     out = run(
         page,
@@ -247,7 +293,8 @@ def test_random_changes_and_scrolling_end_with_the_servers_list(page: Any) -> No
             server.list = server.list.filter((u) => u !== name);
             pages.applyChange(name, false, server.list.length);
           } else {
-            pages.ensure(rnd(server.list.length));
+            const last = rnd(server.list.length);
+            pages.ensure(last, Math.max(0, last - rnd(60)));  // rows on screen: first..last
           }
           if (rnd(3) === 0) await settle(pages);
           if (pages.total() < server.list.length - 1) bad.push(['total', step, pages.total()]);

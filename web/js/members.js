@@ -78,6 +78,7 @@ export function subscriptionList(rowAt, first, last, isMe = () => false, max = M
  * A member joining or leaving changes one page and shifts every row after it: the page that
  * holds the change and every page after it are dropped (the rows stay on screen, patched, as
  * `stale` until they are fetched again); the list on screen then asks for its rows again.
+ * A change in a page wholly above the rows on screen is patched into that page instead.
  * Usernames compare as the server orders them (binary: ASCII a-z 0-9 _ . -, utf8mb4_bin).
  */
 export class MemberPages {
@@ -99,6 +100,7 @@ export class MemberPages {
     this.complete = false; // the last page is in (its `next` was null)
     this.stale = []; // rows by index, shown where `pages` has none yet (after a change)
     this.want = -1; // the highest row index asked for
+    this.shownFirst = 0; // the first row index on screen (as the last ensure() said)
     this.gen = 0; // bumped by every change: answers to older requests are dropped
     this.loading = false;
     this.error = null;
@@ -127,8 +129,9 @@ export class MemberPages {
     return s ? { ...s, stale: true } : null;
   }
 
-  /** Make sure rows up to index `last` are (being) fetched. */
-  ensure(last) {
+  /** Make sure rows up to index `last` are (being) fetched; rows from `first` are on screen. */
+  ensure(last, first = 0) {
+    this.shownFirst = first;
     if (last > this.want) this.want = last;
     this._pump();
   }
@@ -152,12 +155,20 @@ export class MemberPages {
       // no fetched page changes (but a page on its way may be stale: it is asked again)
       k = this.complete ? Math.max(0, this.pages.length - 1) : this.pages.length;
     }
-    const at = rows.findIndex((r) => r.username >= name);
     const patched = rows.slice();
-    if (joined && !(at !== -1 && rows[at].username === name)) {
-      patched.splice(at === -1 ? patched.length : at, 0, { username: name, online: false });
-    } else if (!joined && at !== -1 && rows[at].username === name) {
-      patched.splice(at, 1);
+    patch(patched, name, joined);
+    const page = this.pages[k];
+    const start = this.pages.slice(0, k).reduce((n, p) => n + p.rows.length, 0);
+    if (page && start + page.rows.length <= this.shownFirst) {
+      // a page above the rows on screen: patched in place (it still holds the names after the
+      // previous page's last, as the server orders them), nothing is fetched; the rows on
+      // screen only move by one. A user far down a big group is not made to fetch the way
+      // there again for every change near the top.
+      patch(page.rows, name, joined);
+      if (!page.rows.length) this.pages.splice(k, 1);
+      this.loaded = this.pages.reduce((n, p) => n + p.rows.length, 0);
+      this.stale = patched.map((r) => ({ username: r.username, online: r.online }));
+      return;
     }
     this._truncate(k, patched);
   }
@@ -289,6 +300,14 @@ export class PresenceSub {
     this.wanted = [];
     this.sent = null;
   }
+}
+
+/** Insert (joined) or remove `name` in rows sorted by username; nothing if already so. */
+function patch(rows, name, joined) {
+  const at = rows.findIndex((r) => r.username >= name);
+  const there = at !== -1 && rows[at].username === name;
+  if (joined && !there) rows.splice(at === -1 ? rows.length : at, 0, { username: name, online: false });
+  else if (!joined && there) rows.splice(at, 1);
 }
 
 function same(a, b) {

@@ -388,7 +388,7 @@ export class UI {
     list.dataset.first = String(first);
     list.dataset.last = String(last);
     list.dataset.requests = String(pages.requests);
-    if (last >= first) pages.ensure(last);
+    if (last >= first) pages.ensure(last, first);
     if (this.onVisibleMembers) {
       this.onVisibleMembers(shown
         ? subscriptionList((i) => pages.row(i), first, last, (u) => st.isMe(u))
