@@ -5,6 +5,7 @@ import { closeText, errorText } from './js/errors.js';
 import { Session } from './js/session.js';
 import { ChatSocket, gatewayUrl } from './js/socket.js';
 import { bindControls, mobile } from './js/controls.js';
+import { MemberPages, PresenceSub, SMALL_ROOM_MAX, hasMemberList, memberCount } from './js/members.js';
 import { Outbox } from './js/outbox.js';
 import { Store } from './js/store.js';
 import { Sync } from './js/sync.js';
@@ -33,11 +34,22 @@ const outbox = new Outbox(store, ui, () => socket);
 let refreshedSinceReady = false;
 let connects = 0; // `ready` frames seen by this page
 const fetchingRooms = new Set();
+let resyncing = false; // a `resync` came: membership frames may have been missed until `synced`
+
+// presence beyond contacts: the visible rows of a big group's member list (js/members.js)
+const presenceSub = new PresenceSub(
+  (users) => Boolean(socket && socket.send({ type: 'presence_sub', users })),
+  { onSent: (users) => { ui.el['member-list'].dataset.presenceSub = String(users.length); } },
+);
+ui.onVisibleMembers = (users) => presenceSub.want(users);
+ui.pagesFor = (room) => memberPages(room);
 
 // ---------------------------------------------------------------- session lifecycle
 
 function enterChat() {
   store.reset();
+  presenceSub.reset();
+  delete ui.el['member-list'].dataset.presenceSub;
   store.me = { id: null, username: session.username || '' };
   store.loadPending();
   ui.setMe(store.me.username);
@@ -69,6 +81,7 @@ function endSession(why) {
     if (socket) socket.stop();
     socket = null;
     sync.reset();
+    presenceSub.reset();
     session.clear({ broadcast: why === 'logout' });
     store.clearSaved();
     sessionStorage.removeItem(ACTIVE_KEY);
@@ -135,8 +148,12 @@ function onFrame(f) {
     case 'room': return onRoomEvent(f);
     case 'synced':
       sync.onSynced();
+      if (resyncing) invalidateMemberPages();
+      resyncing = false;
       return outbox.resend({ onlyRetryable: true });
-    case 'resync': return sync.onResync();
+    case 'resync':
+      resyncing = true;
+      return sync.onResync();
     default: return undefined; // pong and anything newer than this client
   }
 }
@@ -154,6 +171,9 @@ function onReady(f) {
   state.dataset.connects = String(connects);
   store.setRooms(Array.isArray(f.rooms) ? f.rooms : []);
   store.online = new Set((f.online || []).map((u) => String(u).toLowerCase()));
+  resyncing = false;
+  invalidateMemberPages(); // member frames sent while we were away are lost: fetch again
+  presenceSub.onReady(); // a new connection has no presence_sub yet
   sync.onReady();
   outbox.resend();
   restoreActiveRoom();
@@ -200,18 +220,17 @@ function onTyping(f) {
   if (f.room === store.activeRoomId) ui.invalidate('typing');
 }
 
+/** `{username, online}` (one change) or `{changes: [{username, online}]}` (several). */
 function onPresence(f) {
-  if (!f.username) return;
-  const name = String(f.username).toLowerCase();
-  if (f.online) store.online.add(name);
-  else store.online.delete(name);
-  ui.invalidate('rooms', 'header');
+  if (store.applyPresenceFrame(f)) ui.invalidate('rooms', 'header');
 }
 
 function onRoomEvent(f) {
+  if (f.event === 'member_joined' || f.event === 'member_left') return onMemberEvent(f);
   const room = f.room;
-  if (!room || !room.id) return;
-  if (f.event === 'left' || (f.event === 'updated' && room.members && !store.isMember(room))) {
+  if (!room || typeof room !== 'object' || !room.id) return;
+  // a room object without a member list (a big group) cannot tell that we left: `left` does
+  if (f.event === 'left' || (f.event === 'updated' && hasMemberList(room) && !store.isMember(room))) {
     const wasActive = store.activeRoomId === room.id;
     const name = store.roomName(store.rooms.get(room.id) || room);
     if (dropRoom(room.id) && wasActive) {
@@ -221,9 +240,70 @@ function onRoomEvent(f) {
     const before = store.rooms.get(room.id);
     store.upsertRoom(room, f.event === 'joined');
     const known = new Set((before && before.members) || []);
-    refreshPresence((room.members || []).filter((m) => !known.has(m)));
+    if (hasMemberList(room)) refreshPresence(room.members.filter((m) => !known.has(m)));
   }
   ui.invalidate('rooms', 'header', 'messages', 'composer');
+}
+
+/** Someone else joined or left a room we are in: `room` is its id here. */
+function onMemberEvent(f) {
+  const roomId = f.room;
+  if (typeof roomId !== 'string' || typeof f.username !== 'string' || !f.username) return;
+  const before = store.rooms.get(roomId);
+  if (!before) return; // not (yet) ours: its `joined` frame brings the whole room
+  const joined = f.event === 'member_joined';
+  if (!joined && store.isMe(f.username)) { // another tab of ours was removed? `left` says it too
+    dropRoom(roomId);
+    return;
+  }
+  const count = typeof f.member_count === 'number' ? f.member_count : undefined;
+  const after = store.applyMemberEvent(roomId, f.username, joined, count);
+  if (hasMemberList(before) && !hasMemberList(after) && memberCount(after) <= SMALL_ROOM_MAX) {
+    refetchRoom(roomId); // the list and the count disagree: a frame was missed
+  }
+  // a newcomer to a small room is a new contact: the gateway sends their presence if they are
+  // online; if they are not, nothing is said, and they are offline for us already
+  if (roomId === store.activeRoomId) ui.invalidate('header');
+  ui.invalidate('rooms');
+}
+
+/** Read a room object again (its member list went out of step). */
+function refetchRoom(roomId) {
+  api.room(roomId)
+    .then((room) => {
+      if (room && room.id && store.rooms.has(room.id)) {
+        store.upsertRoom(room);
+        if (hasMemberList(room)) refreshPresence(room.members);
+        ui.invalidate('rooms', 'header');
+      }
+    })
+    .catch(() => { /* a later frame or `ready` brings it */ });
+}
+
+/** The cached member pages of a big group (made on first view). */
+function memberPages(room) {
+  let pages = store.memberPages.get(room.id);
+  if (!pages) {
+    const roomId = room.id;
+    pages = new MemberPages(async (after, limit) => {
+      const tick = store.presenceTick;
+      const data = await api.members(roomId, { after, limit });
+      store.noteFetchedPresence(data && data.members, tick);
+      return data;
+    }, room.member_count, () => {
+      if (store.activeRoomId === roomId) ui.invalidate('members');
+    });
+    store.memberPages.set(roomId, pages);
+  }
+  return pages;
+}
+
+function invalidateMemberPages() {
+  for (const [roomId, pages] of store.memberPages) {
+    if (roomId === store.activeRoomId) pages.invalidate();
+    else store.dropMemberPages(roomId); // fetched again when shown
+  }
+  ui.invalidate('members');
 }
 
 /** Ask who of these users is online (a new room's members were not our contacts at `ready`). */
@@ -231,13 +311,12 @@ function refreshPresence(usernames) {
   const names = [...new Set(usernames.map((u) => String(u).toLowerCase()))]
     .filter((u) => !store.isMe(u));
   if (!names.length) return;
+  const tick = store.presenceTick;
   api.presence(names)
     .then((data) => {
       const on = new Set(((data && data.online) || []).map((u) => String(u).toLowerCase()));
-      for (const u of names) {
-        if (on.has(u)) store.online.add(u);
-        else store.online.delete(u);
-      }
+      // unless a presence frame about them came meanwhile (it is newer)
+      store.noteFetchedPresence(names.map((u) => ({ username: u, online: on.has(u) })), tick);
       ui.invalidate('rooms', 'header');
     })
     .catch(() => { /* presence is a nicety */ });

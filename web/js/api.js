@@ -145,6 +145,15 @@ export class Api {
   createDirect(username) { return this.call('POST', '/api/rooms/direct', { username }); }
   createGroup(name, members) { return this.call('POST', '/api/rooms', { name, members }); }
   addMember(id, username) { return this.call('POST', `/api/rooms/${enc(id)}/members`, { username }); }
+  /** A page of a room's members by username: {members: [{username, online}], next}. */
+  members(id, { after, limit } = {}) {
+    const q = new URLSearchParams();
+    if (after) q.set('after', after);
+    if (limit) q.set('limit', String(limit));
+    const qs = q.toString();
+    return this.call('GET', `/api/rooms/${enc(id)}/members${qs ? `?${qs}` : ''}`);
+  }
+
   removeMember(id, username) {
     return this.call('DELETE', `/api/rooms/${enc(id)}/members/${enc(username)}`);
   }

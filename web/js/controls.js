@@ -2,6 +2,7 @@
 // composer (with the typing indicator and the length limit) and the message actions.
 
 import { errorText } from './errors.js';
+import { hasMemberList } from './members.js';
 import { codePoints } from './store.js';
 import { MAX_BODY } from './ui.js';
 
@@ -105,8 +106,13 @@ export function bindControls(app) {
     busy(el['add-member-btn'], async () => {
       try {
         const room = await api.addMember(roomId, username);
-        if (room && room.id) store.upsertRoom(room);
-        app.refreshPresence([username]);
+        if (room && room.id && hasMemberList(room)) {
+          store.upsertRoom(room);
+          app.refreshPresence([username]); // a new contact
+        } else if (room && room.id) {
+          // a big group: the same change as its member_joined frame (whichever comes first)
+          store.applyMemberEvent(roomId, username, true, room.member_count);
+        }
         el['add-member-input'].value = '';
         ui.hideBanner();
         ui.invalidate('header');
@@ -124,10 +130,9 @@ export function bindControls(app) {
     busy(btn, async () => {
       try {
         await api.removeMember(roomId, username);
-        const room = store.rooms.get(roomId);
-        if (room) {
-          store.upsertRoom({ ...room, members: room.members.filter((m) => m !== username) });
-        }
+        // a small room's list says who is left; a big group's count comes with member_left
+        // (applying it here too could count the removal twice)
+        if (hasMemberList(store.rooms.get(roomId))) store.applyMemberEvent(roomId, username, false);
         ui.invalidate('header');
       } catch (e) {
         app.showError(e, { username });

@@ -1,6 +1,10 @@
 // Client state: who I am, my rooms, who is online, and per room the messages I hold.
 // Messages are kept by id (so every copy of a message, live or fetched, is one entry) and shown
 // in (sent_at, id) order; my own unconfirmed messages are kept by client_msg_id as "pending".
+// A room object lists its `members` only up to 100 (API v1.1): a bigger group's members are
+// paged (js/members.js) and `member_count` is the only size the client can rely on.
+
+import { applyMemberEvent, hasMemberList } from './members.js';
 
 const PENDING_KEY = 'chat.pending.v1';
 
@@ -50,6 +54,10 @@ export class Store {
     this.rooms = new Map(); // id -> room object from the API
     this.order = []; // room ids, most recently active first
     this.online = new Set(); // usernames
+    this.presenceTick = 0; // bumped by every presence change we are told of
+    this.presenceAt = new Map(); // username -> presenceTick of the last change told
+    if (this.memberPages) for (const p of this.memberPages.values()) p.dispose();
+    this.memberPages = new Map(); // room id -> MemberPages (big groups whose list was shown)
     this.activeRoomId = null;
     this.state = new Map(); // room id -> RoomState
     this.pending = new Map(); // client_msg_id -> {cmid, room, body, createdMs, state, ...}
@@ -72,18 +80,44 @@ export class Store {
   setRooms(list) {
     const keep = new Set(list.map((r) => r.id));
     for (const id of [...this.rooms.keys()]) if (!keep.has(id)) this.removeRoom(id);
-    for (const r of list) this.rooms.set(r.id, r);
+    for (const r of list) {
+      this.rooms.set(r.id, r);
+      const pages = this.memberPages.get(r.id);
+      if (pages && hasMemberList(r)) this.dropMemberPages(r.id);
+      else if (pages) pages.setCount(r.member_count);
+    }
     this.order = list.map((r) => r.id);
   }
 
   upsertRoom(room, toFront = false) {
     const known = this.rooms.has(room.id);
     this.rooms.set(room.id, room);
+    const pages = this.memberPages.get(room.id);
+    if (pages && hasMemberList(room)) this.dropMemberPages(room.id);
+    else if (pages) pages.setCount(room.member_count);
     if (!known || toFront) this.touch(room.id);
+  }
+
+  /** member_joined / member_left: the room object and a big group's cached pages follow. */
+  applyMemberEvent(roomId, username, joined, count) {
+    const room = this.rooms.get(roomId);
+    if (!room) return null;
+    const next = applyMemberEvent(room, username, joined, count);
+    this.rooms.set(roomId, next);
+    const pages = this.memberPages.get(roomId);
+    if (pages) pages.applyChange(username, joined, next.member_count);
+    return next;
+  }
+
+  dropMemberPages(roomId) {
+    const p = this.memberPages.get(roomId);
+    if (p) p.dispose();
+    this.memberPages.delete(roomId);
   }
 
   removeRoom(id) {
     this.rooms.delete(id);
+    this.dropMemberPages(id);
     this.state.delete(id);
     this.order = this.order.filter((x) => x !== id);
     for (const [cmid, p] of this.pending) if (p.room === id) this.pending.delete(cmid);
@@ -101,7 +135,7 @@ export class Store {
 
   peerOf(room) {
     if (!room || room.kind !== 'direct') return null;
-    const members = room.members || [];
+    const members = Array.isArray(room.members) ? room.members : [];
     return members.find((m) => !this.isMe(m)) || members[0] || null;
   }
 
@@ -111,8 +145,48 @@ export class Store {
     return room.name || 'Group';
   }
 
+  /**
+   * Does the room object say I am a member? A big group's object has no list: it cannot say
+   * I am not (the server tells me with a `left` frame), so the answer is yes.
+   */
   isMember(room) {
-    return (room.members || []).some((m) => this.isMe(m));
+    if (!hasMemberList(room)) return true;
+    return room.members.some((m) => this.isMe(m));
+  }
+
+  // ---- presence
+  /** A presence change we were told of (a contact, or a user of our presence_sub). */
+  setPresence(username, online) {
+    const name = String(username).toLowerCase();
+    if (online) this.online.add(name);
+    else this.online.delete(name);
+    this.presenceTick += 1;
+    this.presenceAt.set(name, this.presenceTick);
+  }
+
+  /** A presence frame of either form: `{username, online}` or `{changes: [{username, online}]}`
+   *  (several changes at once, and the answer to a presence_sub). True if it changed anything. */
+  applyPresenceFrame(f) {
+    const changes = f && Array.isArray(f.changes) ? f.changes : [f];
+    let any = false;
+    for (const c of changes) {
+      if (!c || typeof c.username !== 'string' || !c.username) continue;
+      this.setPresence(c.username, c.online === true);
+      any = true;
+    }
+    return any;
+  }
+
+  /** `online` from a fetch (a members page, GET /api/presence) asked for at `tick`: newer than
+   *  what we knew, unless a presence frame about that user came since it was asked for. */
+  noteFetchedPresence(members, tick) {
+    for (const m of members || []) {
+      if (!m || typeof m.username !== 'string') continue;
+      const name = m.username.toLowerCase();
+      if ((this.presenceAt.get(name) || 0) > tick) continue;
+      if (m.online === true) this.online.add(name);
+      else this.online.delete(name);
+    }
   }
 
   // ---- messages

@@ -2,10 +2,15 @@
 // value, never through innerHTML. Renders are batched: invalidate() marks parts dirty and one
 // pass at the end of the current task redraws them.
 
+import { hasMemberList, memberCount, subscriptionList, visibleRange } from './members.js';
 import { codePoints } from './store.js';
 
 export const MAX_BODY = 4000;
 const GROUP_MS = 5 * 60_000;
+// a big group's member list is virtual: rows of this height (style.css: #member-list.virtual)
+export const MEMBER_ROW_PX = 30;
+const MEMBER_OVERSCAN = 6; // rows kept in the DOM above and below the visible ones
+const countFmt = new Intl.NumberFormat();
 
 /** Create an element. props: class, text, dataset, any attribute; children: nodes or strings. */
 export function h(tag, props = {}, children = []) {
@@ -71,7 +76,7 @@ export class UI {
       'room-list', 'no-rooms', 'room-pane', 'room-header', 'room-dot', 'room-title', 'room-sub',
       'members-toggle', 'leave-btn', 'room-body', 'messages', 'empty-pane', 'typing', 'composer',
       'composer-input', 'send-btn', 'char-count', 'room-details', 'member-list',
-      'add-member-form', 'add-member-input', 'add-member-btn',
+      'add-member-form', 'add-member-input', 'add-member-btn', 'member-count',
     ]) {
       this.el[id] = $(id);
     }
@@ -84,12 +89,24 @@ export class UI {
     this.typingTimer = null;
     this.connected = false;
     this.afterMessages = null; // hook: called after each render of the message list
+    this.pagesFor = null; // hook: the MemberPages of a big group (app.js makes them)
+    this.onVisibleMembers = null; // hook: usernames of a big group's rows on screen ([] if none)
+    this.memberRoom = null; // the big group whose rows are in #member-list
+    this.memberNodes = new Map(); // key -> row element, for that list
+    this.memberTop = h('li', { class: 'member-spacer', 'aria-hidden': 'true' });
+    this.memberBottom = h('li', { class: 'member-spacer', 'aria-hidden': 'true' });
 
     this.el['error-close'].addEventListener('click', () => this.hideBanner());
     this.el.messages.addEventListener('scroll', () => {
       const box = this.el.messages;
       this.stickBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
     }, { passive: true });
+    const list = this.el['member-list'];
+    list.addEventListener('scroll', () => this.invalidate('members'), { passive: true });
+    // shown, hidden (the toggle, the 1000 px breakpoint) or resized: other rows are visible
+    if (typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => this.invalidate('members')).observe(list);
+    }
   }
 
   invalidate(...parts) {
@@ -105,6 +122,7 @@ export class UI {
     this.dirty = new Set();
     if (d.has('rooms')) this.renderRooms();
     if (d.has('header')) this.renderHeader();
+    if (d.has('header') || d.has('members')) this.renderMembers();
     if (d.has('messages')) {
       this.renderMessages();
       if (this.afterMessages) this.afterMessages();
@@ -156,6 +174,7 @@ export class UI {
     const open = !this.el['room-body'].classList.contains('details-open');
     this.el['room-body'].classList.toggle('details-open', open);
     this.el['members-toggle'].setAttribute('aria-expanded', String(open));
+    this.invalidate('members');
   }
 
   setConnState(state) {
@@ -230,14 +249,22 @@ export class UI {
     this.el['room-title'].textContent = room ? st.roomName(room) : 'No conversation selected';
     this.el['room-pane'].dataset.activeRoom = room ? room.id : '';
     const dot = this.el['room-dot'];
+    const sub = this.el['room-sub'];
     if (room && room.kind === 'direct') {
       const on = st.online.has((st.peerOf(room) || '').toLowerCase());
       dot.hidden = false;
       dot.className = on ? 'online-dot on' : 'online-dot';
-      this.el['room-sub'].textContent = on ? 'online' : 'offline';
+      sub.textContent = on ? 'online' : 'offline';
+      delete sub.dataset.count;
+    } else if (isGroup) {
+      const n = memberCount(room);
+      dot.hidden = true;
+      sub.textContent = `${countFmt.format(n)} ${n === 1 ? 'member' : 'members'}`;
+      sub.dataset.count = String(n);
     } else {
       dot.hidden = true;
-      this.el['room-sub'].textContent = isGroup ? `${(room.members || []).length} members` : '';
+      sub.textContent = '';
+      delete sub.dataset.count;
     }
     this.el['leave-btn'].hidden = !isGroup;
     this.el['members-toggle'].hidden = !isGroup;
@@ -245,35 +272,128 @@ export class UI {
     this.el['empty-pane'].hidden = Boolean(room);
     this.el.messages.hidden = !room;
     this.el.composer.hidden = !room;
+  }
 
+  /** The member panel: the whole list for a room that has one, else a virtual list. */
+  renderMembers() {
+    const st = this.store;
+    const room = st.rooms.get(st.activeRoomId) || null;
     const list = this.el['member-list'];
+    const isGroup = Boolean(room && room.kind === 'group');
+    this.el['member-count'].textContent = isGroup ? countFmt.format(memberCount(room)) : '';
+    if (isGroup && !hasMemberList(room) && this.pagesFor) {
+      this._renderBigMembers(room, this.pagesFor(room));
+      return;
+    }
+    this._leaveVirtual();
+    if (this.onVisibleMembers) this.onVisibleMembers([]); // small rooms: their members are contacts
     if (!isGroup) {
       list.replaceChildren();
       return;
     }
+    const members = [...room.members].sort();
+    list.replaceChildren(...members.map((m) => this._memberEl(room, m, false)));
+  }
+
+  _leaveVirtual() {
+    const list = this.el['member-list'];
+    if (!list.classList.contains('virtual')) return;
+    list.classList.remove('virtual');
+    list.removeAttribute('tabindex');
+    for (const k of ['total', 'loaded', 'first', 'last', 'requests']) delete list.dataset[k];
+    this.memberRoom = null;
+    this.memberNodes = new Map();
+    list.replaceChildren();
+  }
+
+  /** One row of the member list (`stale`: shown from before a change, being fetched again). */
+  _memberEl(room, m, stale) {
+    const st = this.store;
     const owner = (room.owner || '').toLowerCase();
     const iAmOwner = st.isMe(room.owner) || Boolean(st.me && st.me.id && room.owner === st.me.id);
-    const members = [...(room.members || [])].sort();
-    list.replaceChildren(...members.map((m) => {
-      const on = st.online.has(m.toLowerCase()) || st.isMe(m);
-      const li = h('li', { class: 'member', dataset: { member: m } }, [
-        h('span', { class: on ? 'online-dot on' : 'online-dot', 'aria-hidden': 'true' }),
-        h('span', { class: 'member-name', text: m }),
-      ]);
-      if (m.toLowerCase() === owner) li.append(h('span', { class: 'tag', text: 'owner' }));
-      if (st.isMe(m)) li.append(h('span', { class: 'tag', text: 'you' }));
-      if (iAmOwner && !st.isMe(m)) {
-        li.append(h('button', {
-          type: 'button',
-          class: 'icon-btn remove-member',
-          title: `Remove ${m}`,
-          'aria-label': `Remove ${m}`,
-          dataset: { removeMember: m },
-          text: '×',
-        }));
+    const on = st.online.has(m.toLowerCase()) || st.isMe(m);
+    const li = h('li', { class: stale ? 'member stale' : 'member', dataset: { member: m } }, [
+      h('span', { class: on ? 'online-dot on' : 'online-dot', 'aria-hidden': 'true' }),
+      h('span', { class: 'member-name', text: m }),
+    ]);
+    if (m.toLowerCase() === owner) li.append(h('span', { class: 'tag', text: 'owner' }));
+    if (st.isMe(m)) li.append(h('span', { class: 'tag', text: 'you' }));
+    if (iAmOwner && !st.isMe(m)) {
+      li.append(h('button', {
+        type: 'button',
+        class: 'icon-btn remove-member',
+        title: `Remove ${m}`,
+        'aria-label': `Remove ${m}`,
+        dataset: { removeMember: m },
+        text: '×',
+      }));
+    }
+    return li;
+  }
+
+  /**
+   * A big group: a scroll container as high as every row (two spacers) holding only the rows
+   * in view and a few around them; their pages are fetched as they come into view, and their
+   * users' presence is asked for (presence_sub) once the scrolling stops.
+   */
+  _renderBigMembers(room, pages) {
+    const st = this.store;
+    const list = this.el['member-list'];
+    if (!list.classList.contains('virtual') || this.memberRoom !== room.id) {
+      this._leaveVirtual();
+      list.classList.add('virtual');
+      list.setAttribute('tabindex', '0'); // a scroll container: scrollable from the keyboard
+      this.memberRoom = room.id;
+      list.replaceChildren(this.memberTop, this.memberBottom);
+      list.scrollTop = 0;
+    }
+    const total = pages.total();
+    const view = list.clientHeight;
+    const shown = view > 0 && list.getClientRects().length > 0;
+    const { first, last } = shown
+      ? visibleRange(list.scrollTop, view, MEMBER_ROW_PX, total, MEMBER_OVERSCAN)
+      : { first: 0, last: -1 };
+    const owner = (room.owner || '').toLowerCase();
+    const nodes = new Map();
+    const rows = [];
+    for (let i = first; i <= last; i += 1) {
+      const row = pages.row(i);
+      let key;
+      let make;
+      if (row) {
+        const m = row.username;
+        const on = st.online.has(m) || st.isMe(m);
+        key = `m:${m}|${on ? 1 : 0}|${row.stale ? 1 : 0}|${owner}`;
+        make = () => this._memberEl(room, m, Boolean(row.stale));
+      } else {
+        key = `p:${i}`;
+        make = () => h('li', { class: 'member placeholder', 'aria-busy': 'true' },
+          h('span', { class: 'member-name', text: '…' }));
       }
-      return li;
-    }));
+      const n = this.memberNodes.get(key) || make();
+      n.dataset.index = String(i);
+      n.setAttribute('aria-posinset', String(i + 1));
+      n.setAttribute('aria-setsize', String(total));
+      nodes.set(key, n);
+      rows.push(n);
+    }
+    this.memberNodes = nodes;
+    // CSSOM, not a style attribute in the markup: allowed by the CSP (style-src 'self')
+    this.memberTop.style.height = `${first * MEMBER_ROW_PX}px`;
+    this.memberBottom.style.height = `${Math.max(0, total - Math.max(last, first - 1) - 1) * MEMBER_ROW_PX}px`;
+    reconcile(list, [this.memberTop, ...rows, this.memberBottom]);
+    // for tests and support
+    list.dataset.total = String(total);
+    list.dataset.loaded = String(pages.loaded);
+    list.dataset.first = String(first);
+    list.dataset.last = String(last);
+    list.dataset.requests = String(pages.requests);
+    if (last >= first) pages.ensure(last, first);
+    if (this.onVisibleMembers) {
+      this.onVisibleMembers(shown
+        ? subscriptionList((i) => pages.row(i), first, last, (u) => st.isMe(u))
+        : []);
+    }
   }
 
   // ---- messages
