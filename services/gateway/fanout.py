@@ -41,7 +41,10 @@ class PresenceFanout:
         conn.subs = wanted or None
         for name in wanted:
             self.subs.setdefault(name, set()).add(conn)
-        self._pending.pop(conn, None)
+        pending = self._pending.get(conn)
+        if pending:  # the answer below is newer for these names; others' changes still go
+            for name in wanted:
+                pending.pop(name, None)
         conn.send(
             {
                 "type": "presence",

@@ -56,7 +56,13 @@ async def open_scene(
     spare_per_room: int = 0,
     interval: float = 0.05,
     answer_timeout: float = 12.0,
+    batch: int = 0,
+    ready_timeout: float = 10.0,
+    spread: bool = True,
 ) -> Scene:
+    """``batch``: start the clients that many at a time, each batch once the previous one is
+    synced (0: all at once); ``ready_timeout``: how long a client waits for ``ready``;
+    ``spread``: clients start on every gateway in turn (else all on the first one)."""
     users = seeder.users(rooms * (members + spare_per_room), prefix="f")
     size = members + spare_per_room
     seeded = seeder.rooms([users[i * size : (i + 1) * size] for i in range(rooms)], name=name)
@@ -69,17 +75,23 @@ async def open_scene(
             if j >= members:
                 spare.append(user)
                 continue
-            peer = Peer(user, gateways, history_url, [room.id], http, start=len(peers))
+            start = len(peers) if spread else 0
+            peer = Peer(user, gateways, history_url, [room.id], http, start=start)
             peers.append(peer)
             if j < senders_per_room:
                 senders.append((peer, room.id))
     for p in peers:
-        p.start()
-    await wait_until(
-        lambda: all(p.synced.is_set() for p in peers),
-        60,
-        f"{len(peers)} clients connected and synced",
-    )
+        p.ready_timeout = ready_timeout
+    step = batch or len(peers)
+    for k in range(0, len(peers), step):
+        part = peers[k : k + step]
+        for p in part:
+            p.start()
+        await wait_until(
+            lambda part=part: all(p.synced.is_set() for p in part),
+            60,
+            f"{k + len(part)} of {len(peers)} clients connected and synced",
+        )
     ledger = Ledger(name)
     traffic = Traffic(ledger, senders, interval=interval, answer_timeout=answer_timeout)
     return Scene(name, seeded, peers, ledger, traffic, http, spare)
