@@ -203,7 +203,8 @@ class MemoryBus(Bus):
         )
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        self._queues.setdefault(queue, _Queue(queue))
+        if queue not in self._queues:
+            self._queues[queue] = _Queue(queue)
         index = self._routes.get(exchange)
         if index is None:
             raise PublishError(f"no exchange {exchange!r}")
