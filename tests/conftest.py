@@ -17,6 +17,10 @@ import pytest
 
 from tests.support import services as svc
 from tests.support.client import Stack
+from tests.support.private_rabbit_cluster import (  # noqa: F401  (fixtures for every test)
+    rabbit_cluster,
+    rabbit_cluster_module,
+)
 from tools.cluster import PYTHON, ROOT, Cluster, Proc, free_port, wait_http
 
 FAST_ENV = {

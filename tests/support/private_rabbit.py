@@ -62,14 +62,34 @@ def amqp_handshake(port: int, timeout: float = 2.0) -> bool:
 
 
 class PrivateRabbit:
-    def __init__(self, base: Path | None = None, boot_timeout: float = 90.0) -> None:
+    """One private node. The keyword arguments are for a cluster of them
+    (tests/support/private_rabbit_cluster.py): a node name chosen by the caller, a shared
+    ``cookie``, a private epmd on ``epmd_port`` (default: the system's epmd on 4369, where the
+    unique node name keeps it apart), ports chosen by the caller and extra ``rabbitmq.conf``
+    lines."""
+
+    def __init__(
+        self,
+        base: Path | None = None,
+        boot_timeout: float = 90.0,
+        *,
+        node: str | None = None,
+        cookie: str | None = None,
+        epmd_port: int | None = None,
+        port: int | None = None,
+        dist_port: int | None = None,
+        config: list[str] | None = None,
+    ) -> None:
         if not os.path.exists(SERVER):
             missing(f"{SERVER} is not installed (a private RabbitMQ node is needed)")
         self._own_base = base is None
         self.base = base or Path(tempfile.mkdtemp(prefix="chat-rabbit-"))
-        self.node = f"chat_test_{secrets.token_hex(4)}@localhost"
-        self.port = free_port({5672, 25672})
-        self.dist_port = free_port({5672, 25672, self.port, self.port + 20000})
+        self.node = node or f"chat_test_{secrets.token_hex(4)}@localhost"
+        self.port = port or free_port({5672, 25672})
+        self.dist_port = dist_port or free_port({5672, 25672, self.port, self.port + 20000})
+        assert {self.port, self.dist_port}.isdisjoint({5672, 25672, 4369}), "shared node's ports"
+        self.cookie = cookie or secrets.token_hex(16)
+        self.epmd_port = epmd_port
         self.boot_timeout = boot_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
@@ -77,6 +97,10 @@ class PrivateRabbit:
         (self.base / "mnesia").mkdir(parents=True, exist_ok=True)
         (self.base / "log").mkdir(exist_ok=True)
         (self.base / "home").mkdir(exist_ok=True)
+        cookie_file = self.base / "home" / ".erlang.cookie"  # the node's and rabbitmqctl's
+        cookie_file.unlink(missing_ok=True)
+        cookie_file.write_text(self.cookie)
+        cookie_file.chmod(0o400)
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         (self.base / "rabbitmq.conf").write_text(
@@ -87,6 +111,7 @@ class PrivateRabbit:
                     "disk_free_limit.absolute = 50MB",
                     "log.console = false",
                     "log.file.level = warning",
+                    *(config or []),
                     "",
                 ]
             )
@@ -111,7 +136,15 @@ class PrivateRabbit:
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
             RABBITMQ_PID_FILE=str(self.base / "rabbit.pid"),
             ERL_EPMD_ADDRESS="127.0.0.1",
+            # Erlang distribution on loopback only (it would listen on every interface)
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            # rabbitmqctl's own node listens on any free port, not in the range 35672-35682
+            # that every rabbitmqctl of this machine (the shared node's too) competes for
+            RABBITMQ_CTL_DIST_PORT_MIN="0",
+            RABBITMQ_CTL_DIST_PORT_MAX="0",
         )
+        if self.epmd_port is not None:
+            env["ERL_EPMD_PORT"] = str(self.epmd_port)
         return env
 
     def url(self, vhost: str = "", **query: object) -> str:
@@ -140,16 +173,16 @@ class PrivateRabbit:
         """Start (or restart on the same data) and wait for AMQP; the boot time in seconds."""
         assert not self.alive(), "already running"
         started = time.monotonic()
-        out = open(self.base / "log" / "stdout.log", "ab")
-        self.proc = subprocess.Popen(
-            [SERVER],
-            env=self.env(),
-            cwd=self.base,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: signals reach beam and children
-        )
+        with open(self.base / "log" / "stdout.log", "ab") as out:  # the child keeps its copy
+            self.proc = subprocess.Popen(
+                [SERVER],
+                env=self.env(),
+                cwd=self.base,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: signals reach beam and children
+            )
         self.starts += 1
         self.paused = False
         deadline = started + self.boot_timeout
