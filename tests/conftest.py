@@ -4,10 +4,8 @@ auth, uvicorn gateways and history on real RabbitMQ and MariaDB, own vhost and d
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import services as svc
+from tests.support.allinone import AllInOne
 from tests.support.client import Stack
 from tests.support.private_rabbit_cluster import (  # noqa: F401  (fixtures for every test)
     rabbit_cluster,
     rabbit_cluster_module,
 )
-from tools.cluster import PYTHON, ROOT, Cluster, Proc, free_port, wait_http
+from tools.cluster import Cluster, Proc, free_port
 
 FAST_ENV = {
     "CHAT_PRESENCE_HEARTBEAT": "1",
@@ -39,42 +38,9 @@ FAST_ENV = {
 @pytest.fixture(scope="session")
 def allinone() -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="chat-aio-"))
-    port = free_port()
-    env = dict(os.environ)
-    env.update(FAST_ENV)
-    secret = secrets.token_urlsafe(48)
-    env.update(
-        CHAT_DATABASE_URL=f"sqlite:///{tmp / 'chat.db'}",
-        CHAT_BROKER_URL="memory://",
-        CHAT_PORT=str(port),
-        CHAT_HOST="127.0.0.1",
-        CHAT_JWT_SECRET=secret,
-        CHAT_GATEWAY_ID="aio",
-        CHAT_ALLOWED_ORIGINS=f"http://127.0.0.1,{f'http://127.0.0.1:{port}'}",
-    )
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "services", "all"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/readyz", 60, proc)
-    except Exception:
-        proc.kill()
-        print((tmp / "server.log").read_text()[-4000:], file=sys.stderr)
-        raise
-    extra = {
-        "proc": proc,
-        "tmp": tmp,
-        "secret": secret,
-        "database_url": env["CHAT_DATABASE_URL"],
-    }
-    yield Stack("allinone", url, url, [url], base_url=url, extra=extra)
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = AllInOne(tmp, FAST_ENV).start()
+    yield server.stack()
+    server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,6 +1,12 @@
 """In-process bus with RabbitMQ's semantics: topic (``*``/``#``) and fanout exchanges, queues
 with bindings, manual acks with requeue, a delivery limit and dead-lettering, mandatory
-publishes that fail when nothing is bound. Used by the all-in-one mode and by tests."""
+publishes that fail when nothing is bound. Used by the all-in-one mode and by tests.
+
+Durability: nothing here survives the process, so a *persistent* publish that reaches one of
+the topology's durable queues (the history queue) is confirmed only once that queue's
+consumer has acked it, i.e. once the history writer has committed it to the database. An ack
+to a sender therefore means "on disk" in the all-in-one mode too (RabbitMQ confirms once the
+quorum queue has it; here the database is the first durable place)."""
 
 from __future__ import annotations
 
@@ -29,12 +35,14 @@ class _Message:
     headers: dict[str, Any]
     delivery_count: int = 0
     redelivered: bool = False
+    confirm: asyncio.Future[bool] | None = None  # a persistent publish waiting for the ack
 
 
 @dataclass
 class _Queue:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    durable: bool = False
     ready: deque[_Message] = field(default_factory=deque)
     unacked: int = 0
     seq: int = 0
@@ -61,7 +69,7 @@ class MemoryBus(Bus):
                 self._routes[ex.name] = FanoutIndex() if ex.kind == "fanout" else TopicIndex()
         for spec in topology.durable_queues(self.delivery_limit):
             if spec.name not in self._queues:
-                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments))
+                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments), durable=True)
             for exchange, key in spec.bindings:
                 await self.bind(spec.name, exchange, key)
         self._connected = True
@@ -98,10 +106,23 @@ class MemoryBus(Bus):
         targets = self._route(exchange, routing_key)
         if mandatory and not targets:
             raise PublishError(f"unroutable: {exchange} {routing_key}")
+        confirms: list[asyncio.Future[bool]] = []
         for name in targets:
-            self._enqueue(
-                self._queues[name], _Message(exchange, routing_key, body, dict(headers or {}))
-            )
+            q = self._queues[name]
+            msg = _Message(exchange, routing_key, body, dict(headers or {}))
+            if persistent and q.durable:
+                msg.confirm = asyncio.get_running_loop().create_future()
+                confirms.append(msg.confirm)
+            self._enqueue(q, msg)
+        if confirms:  # on disk once the durable queue's consumer (the writer) acks it
+            try:
+                results = await asyncio.wait_for(asyncio.gather(*confirms), timeout)
+            except TimeoutError as exc:
+                raise PublishError(
+                    "not confirmed in time (is the history writer running?)"
+                ) from exc
+            if not all(results):
+                raise PublishError("the message was rejected by its queue's consumer")
 
     def _route(self, exchange: str, key: str) -> list[str]:
         index = self._routes.get(exchange)
@@ -122,6 +143,11 @@ class MemoryBus(Bus):
             return
         for name in self._route(dlx, msg.routing_key):
             self._enqueue(self._queues[name], _Message(dlx, msg.routing_key, msg.body, msg.headers))
+
+    @staticmethod
+    def _confirmed(msg: _Message, ok: bool) -> None:
+        if msg.confirm is not None and not msg.confirm.done():
+            msg.confirm.set_result(ok)
 
     # consuming -----------------------------------------------------------------------------
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
@@ -161,13 +187,15 @@ class MemoryBus(Bus):
         q.seq += 1
         seq = q.seq
 
-        def settle() -> bool:
+        def settle(acked: bool = False) -> bool:
             nonlocal settled
             if settled:
                 return False
             settled = True
             q.outstanding.pop(seq, None)
             q.unacked -= 1
+            if acked:
+                self._confirmed(msg, True)
             return True
 
         q.outstanding[seq] = settle
@@ -175,8 +203,8 @@ class MemoryBus(Bus):
         async def ack(multiple: bool) -> None:
             if multiple:
                 for earlier in [s for s in q.outstanding if s < seq]:
-                    q.outstanding[earlier]()
-            settle()
+                    q.outstanding[earlier](True)
+            settle(True)
             q.changed.set()
 
         async def nack(requeue: bool) -> None:
@@ -188,6 +216,7 @@ class MemoryBus(Bus):
                 msg.redelivered = True
                 self._enqueue(q, msg, front=True)
             else:
+                self._confirmed(msg, False)
                 self._dead_letter(q, msg)
             q.changed.set()
 
