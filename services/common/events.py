@@ -10,9 +10,9 @@ On ``chat.events``:
 - ``session_revoked`` (routing key ``session.revoked``): a session was logged out or killed.
   ``{"type":"session_revoked","sid","user_id","until"}`` (``until``: epoch seconds after which
   no access token of the session can be valid anyway)
-- ``synced`` (routing key ``gw.<gateway_id>``): the history writer has committed every message
-  that was in its queue before the gateway's marker.
-  ``{"type":"synced","marker"}``
+- ``synced`` (routing key ``gw.<gateway_id>``): the writer of one history shard has committed
+  every message that was in the shard's queue before the gateway's marker.
+  ``{"type":"synced","marker","shard"}``
 
 On ``chat.messages``, routing key ``room.<room_id>.member`` (what gateways bound to the room
 receive; the history queue does not), one event per change whatever the room's size:
@@ -88,6 +88,6 @@ def session_revoked(sid: str, user_id: str, until: float) -> tuple[str, str, byt
     return topology.EVENTS, topology.SESSION_REVOKED, body
 
 
-def synced(gateway_id: str, marker: str) -> tuple[str, str, bytes]:
-    body = orjson.dumps({"type": "synced", "marker": marker})
+def synced(gateway_id: str, marker: str, shard: int = 0) -> tuple[str, str, bytes]:
+    body = orjson.dumps({"type": "synced", "marker": marker, "shard": shard})
     return topology.EVENTS, topology.gateway_key(gateway_id), body

@@ -125,3 +125,13 @@ class LoginThrottle(Base):
     bucket: Mapped[str] = mapped_column(String(160), primary_key=True)  # "user:alice:<window>"
     failures: Mapped[int] = mapped_column(Integer, default=0)
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ClusterConfig(Base):
+    """Settings the whole cluster shares and changes at run time (services/common/config.py):
+    the history shards' count and whether sends are paused for a reshard."""
+
+    __tablename__ = "cluster_config"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    updated_ms: Mapped[int] = mapped_column(BigInteger)

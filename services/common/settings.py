@@ -101,6 +101,9 @@ class Settings:
     presence_url: str = ""
 
     # history
+    # N shards of the history queue; 0 = 1 all-in-one, 4 scaled. Only the first process of a
+    # new database uses it: from then on the database holds the count (python -m tools.reshard)
+    history_shards: int = 0
     history_batch_size: int = 200
     history_batch_ms: int = 20
     history_delivery_limit: int = 5
@@ -174,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         presence_batch_ms=_int(env, "CHAT_PRESENCE_BATCH_MS", defaults.presence_batch_ms),
         max_group_members=_int(env, "CHAT_MAX_GROUP_MEMBERS", defaults.max_group_members),
         presence_url=env.get("CHAT_PRESENCE_URL", defaults.presence_url).rstrip("/"),
+        history_shards=_int(env, "CHAT_HISTORY_SHARDS", defaults.history_shards),
         history_batch_size=_int(env, "CHAT_HISTORY_BATCH_SIZE", defaults.history_batch_size),
         history_batch_ms=_int(env, "CHAT_HISTORY_BATCH_MS", defaults.history_batch_ms),
         history_delivery_limit=_int(
@@ -194,6 +198,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         object.__setattr__(s, "jwt_secret", _dev_secret())
     if s.trusted_proxy_hops < 0:
         object.__setattr__(s, "trusted_proxy_hops", 1 if s.scaled else 0)
+    if s.history_shards <= 0:
+        object.__setattr__(s, "history_shards", 4 if s.scaled else 1)
     return s
 
 

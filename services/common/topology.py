@@ -7,22 +7,47 @@ because the history queue does not exist yet.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-MESSAGES = "chat.messages"  # topic: room.<room_id>.msg, .typing, .member
+MESSAGES = "chat.messages"  # topic: room.<room_id>.msg.<shard>, .typing, .member
 EVENTS = "chat.events"  # topic: user.<user_id>, session.revoked, gw.<gateway_id>
 PRESENCE = "chat.presence"  # fanout: gateway presence announcements and heartbeats
-DEAD = "chat.dead"  # fanout: poison messages from the history queue
+DEAD = "chat.dead"  # fanout: poison messages from the history queues
+WRITERS = "chat.writers"  # fanout: history writers' heartbeats (how many share the shards)
 
-HISTORY_QUEUE = "chat.history"  # quorum, single active consumer, delivery limit -> DEAD
 DEAD_QUEUE = "chat.history.dead"
 
-HISTORY_BINDING = "room.*.msg"
+
+# history shards: every message of a room goes to the same one of N durable queues (quorum,
+# single active consumer, delivery limit -> DEAD), chosen from the room id; the shard is the
+# last word of the routing key, so a plain topic exchange does the sharding (no plugin)
+def shard_of(room_id: str, shards: int) -> int:
+    return zlib.crc32(room_id.encode()) % shards
 
 
-def room_msg_key(room_id: str) -> str:
-    return f"room.{room_id}.msg"
+def history_queue(shard: int) -> str:
+    return f"chat.history.{shard}"
+
+
+def history_binding(shard: int) -> str:
+    return f"room.*.msg.{shard}"
+
+
+def history_lock(shard: int) -> str:
+    """An exclusive queue: held by the one writer consuming the shard (gone with its
+    connection, so a dead writer's shards are free at once)."""
+    return f"chat.history.{shard}.lock"
+
+
+def room_msg_key(room_id: str, shards: int) -> str:
+    return f"room.{room_id}.msg.{shard_of(room_id, shards)}"
+
+
+def sync_key(shard: int) -> str:
+    """A sync marker into one shard (``_sync`` is no room id: it is one word like one)."""
+    return f"room._sync.msg.{shard}"
 
 
 def room_typing_key(room_id: str) -> str:
@@ -35,8 +60,9 @@ def room_member_key(room_id: str) -> str:
 
 
 def room_binding(room_id: str) -> str:
-    """What a gateway binds for a room it has members of: messages, typing, member events."""
-    return f"room.{room_id}.*"
+    """What a gateway binds for a room it has members of: messages (any shard), typing,
+    member events."""
+    return f"room.{room_id}.#"
 
 
 def user_key(user_id: str) -> str:
@@ -75,20 +101,30 @@ def exchanges() -> tuple[ExchangeSpec, ...]:
         ExchangeSpec(EVENTS, "topic"),
         ExchangeSpec(PRESENCE, "fanout"),
         ExchangeSpec(DEAD, "fanout"),
+        ExchangeSpec(WRITERS, "fanout"),
     )
 
 
 def durable_queues(delivery_limit: int) -> tuple[QueueSpec, ...]:
-    return (
+    """Declared by every service on connect (identical arguments everywhere)."""
+    return (QueueSpec(DEAD_QUEUE, arguments={"x-queue-type": "quorum"}, bindings=((DEAD, ""),)),)
+
+
+def history_queues(shards: int, delivery_limit: int) -> tuple[QueueSpec, ...]:
+    """The history shards of the current configuration (``Bus.declare_history``). In a
+    cluster, each shard's leader goes to the node leading the fewest queues (``balanced``), so
+    the shards' leaders spread over the nodes."""
+    return tuple(
         QueueSpec(
-            HISTORY_QUEUE,
+            history_queue(k),
             arguments={
                 "x-queue-type": "quorum",
                 "x-single-active-consumer": True,
                 "x-delivery-limit": delivery_limit,
                 "x-dead-letter-exchange": DEAD,
+                "x-queue-leader-locator": "balanced",
             },
-            bindings=((MESSAGES, HISTORY_BINDING),),
-        ),
-        QueueSpec(DEAD_QUEUE, arguments={"x-queue-type": "quorum"}, bindings=((DEAD, ""),)),
+            bindings=((MESSAGES, history_binding(k)),),
+        )
+        for k in range(shards)
     )

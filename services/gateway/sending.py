@@ -17,6 +17,7 @@ import orjson
 
 from services.common import topology
 from services.common.bus import Bus, PublishError
+from services.common.config import HistoryConfig
 from services.common.ids import message_id, now_ms
 from services.common.schema import ID_RE, FrameError, SendFrame, message_object
 from services.gateway import metrics
@@ -46,6 +47,7 @@ class Sender:
         self.markers = markers
         self.acked = acked
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
+        self.config = HistoryConfig(shards=1)  # the service keeps it current
 
     async def handle(self, conn: Connection, frame: SendFrame) -> None:
         started = time.perf_counter()
@@ -92,6 +94,8 @@ class Sender:
         cmid = frame.client_msg_id
         if not self.membership.may_act(conn.user_id):
             raise FrameError("unavailable", "reconnecting to the cluster; retry in a moment", cmid)
+        if self.config.paused:  # python -m tools.reshard: history is changing its shards
+            raise FrameError("unavailable", "history is being reorganised; retry shortly", cmid)
         peer_id: str | None = None
         if frame.to is not None:
             room_id, peer_id = await self._direct_room(conn, frame.to)
@@ -107,7 +111,8 @@ class Sender:
             if stored is None:
                 # the first attempt may still be on its way to history (its answer was lost or
                 # `unavailable`): let the writer pass everything routed before now, look again
-                if not await self.markers.caught_up(5.0):
+                shard = topology.shard_of(room_id, self.config.shards)
+                if not await self.markers.caught_up(5.0, [shard]):
                     raise FrameError(
                         "unavailable", "history is catching up; retry in a moment", cmid
                     )
@@ -132,7 +137,7 @@ class Sender:
         try:
             await self.bus.publish(
                 topology.MESSAGES,
-                topology.room_msg_key(room_id),
+                topology.room_msg_key(room_id, self.config.shards),
                 body,
                 mandatory=True,
                 persistent=True,

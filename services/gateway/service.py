@@ -24,8 +24,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from services.common import config as cluster_config
 from services.common import topology
 from services.common.bus import Bus, Delivery, PublishError
+from services.common.config import HistoryConfig
 from services.common.ids import now_ms
 from services.common.revocations import load_revoked
 from services.common.schema import (
@@ -78,6 +80,7 @@ class GatewayService:
             (topology.EVENTS, topology.USER_EVENTS),
             (topology.EVENTS, topology.SESSION_REVOKED),
             (topology.EVENTS, topology.gateway_key(self.gw)),
+            (topology.EVENTS, cluster_config.CONFIG_KEY),
             (topology.PRESENCE, ""),
         ]
         self.presence = Presence(
@@ -94,7 +97,8 @@ class GatewayService:
             presence_batch=settings.presence_batch_ms / 1000,
             on_resync=self._resync_user,
         )
-        self.markers = SyncMarkers(bus, self.gw)
+        self.history = HistoryConfig(settings.history_shards)  # read from the database at start
+        self.markers = SyncMarkers(bus, self.gw, lambda: self.history.shards)
         self.acked = AckCache(settings.ack_cache_bytes)
         self.seen: LRU[str, None] = LRU(SEEN_MAX)
         self.sender = Sender(bus, self.gw, self.store, self.membership, self.markers, self.acked)
@@ -118,6 +122,11 @@ class GatewayService:
         if fixed is not None and not await fixed:
             raise PublishError("could not bind the gateway's queue")
         await asyncio.to_thread(load_revoked, self.engine, self.revoked, self.settings.access_ttl)
+        cfg = await asyncio.to_thread(
+            cluster_config.load, self.engine, self.settings.history_shards
+        )
+        await self.bus.declare_history(cfg.shards)
+        self._apply_config(cfg)
         self.bus.on_disconnect(self._on_disconnect)
         self.bus.on_reconnect(self._on_reconnect)
         await self.presence.start()
@@ -175,6 +184,11 @@ class GatewayService:
                     await self.membership.recover()
                     await asyncio.to_thread(
                         load_revoked, self.engine, self.revoked, self.settings.access_ttl
+                    )
+                    self._apply_config(
+                        await asyncio.to_thread(
+                            cluster_config.load, self.engine, self.settings.history_shards
+                        )
                     )
                     done = True
                     break
@@ -422,7 +436,9 @@ class GatewayService:
             elif kind == "session_revoked":
                 self._revoke(event)
             elif kind == "synced":
-                self.markers.answered(str(event.get("marker")))
+                self.markers.answered(str(event.get("marker")), int(event.get("shard", 0)))
+            elif kind == "history_config":
+                self._apply_config(HistoryConfig.parse(event))
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed event on %s", d.routing_key)
 
@@ -456,6 +472,32 @@ class GatewayService:
         for c in self.membership.recipients(event["room"]):
             if c.user_id != sender:
                 c.send_text(text)
+
+    # the history shards (python -m tools.reshard) ---------------------------------------------
+    def _apply_config(self, cfg: HistoryConfig) -> None:
+        if cfg.epoch < self.history.epoch:
+            return  # an older announcement
+        was_paused = self.history.paused
+        self.history = cfg
+        self.sender.config = cfg
+        if cfg.paused and not was_paused:
+            self._spawn(self._ack_pause(cfg))
+        elif not cfg.paused:
+            log.info("history: %d shards (epoch %d)", cfg.shards, cfg.epoch)
+
+    async def _ack_pause(self, cfg: HistoryConfig) -> None:
+        """No new message goes to history from here; once the ones in flight are confirmed,
+        say so (the reshard tool waits for every gateway's word before it drains)."""
+        while self.sender.pending:  # every send in flight checked `paused` before it began
+            await asyncio.gather(*list(self.sender.pending.values()), return_exceptions=True)
+        body = orjson.dumps({"type": "config_ack", "gw": self.gw, "epoch": cfg.epoch})
+        for _ in range(50):
+            try:
+                await self.bus.publish(topology.EVENTS, cluster_config.ACK_KEY, body)
+                log.info("history paused (epoch %d): no sends until it resumes", cfg.epoch)
+                return
+            except PublishError:
+                await asyncio.sleep(0.2)
 
     def _revoke(self, event: dict[str, Any]) -> None:
         sid = str(event["sid"])

@@ -1,16 +1,19 @@
-"""Sync markers: how a gateway learns that the history writer has committed everything routed
+"""Sync markers: how a gateway learns that the history writers have committed everything routed
 before a moment (docs/PROTOCOL.md, "the resume rule").
 
-A marker is a message on the history queue's routing key; the writer answers it (``synced`` on
-the gateway's key) once everything delivered before it is committed. ``publish(conn)`` sends
-the client ``synced`` when that answer comes; ``caught_up()`` waits for one (a retried send
-looks the message up in history only after the writer has passed it).
+A marker is a message into each history shard (``room._sync.msg.<k>``); the shard's writer
+answers (``synced`` on the gateway's key, naming the shard) once everything delivered to that
+shard before the marker is committed. With an answer from every shard, everything routed
+before the marker is in history: ``publish(conn)`` then sends the client ``synced``.
+``caught_up(shards)`` waits for the answers of some shards (a retried send looks the message
+up in history only after its room's shard has passed it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -21,41 +24,47 @@ from services.gateway.connection import Connection
 
 log = logging.getLogger("chat.gateway.sync")
 
-SYNC_KEY = "room._sync.msg"
-
 
 class SyncMarkers:
-    def __init__(self, bus: Bus, gateway_id: str) -> None:
+    def __init__(self, bus: Bus, gateway_id: str, shards: Callable[[], int]) -> None:
         self.bus = bus
         self.gw = gateway_id
-        self.pending: dict[str, Connection] = {}  # marker -> the connection to tell
-        self.waiters: dict[str, asyncio.Future[None]] = {}
+        self.shards = shards
+        # marker -> (the connection to tell, the shards that have not answered yet)
+        self.pending: dict[str, tuple[Connection, set[int]]] = {}
+        self.waiters: dict[str, tuple[asyncio.Future[None], set[int]]] = {}
         self._prune_at = 1024
 
-    async def _publish(self, marker: str) -> None:
-        body = orjson.dumps({"type": "marker", "marker": marker, "gw": self.gw})
-        await self.bus.publish(topology.MESSAGES, SYNC_KEY, body, mandatory=True, persistent=True)
+    async def _publish(self, marker: str, shards: Iterable[int]) -> None:
+        for k in shards:
+            body = orjson.dumps({"type": "marker", "marker": marker, "gw": self.gw, "shard": k})
+            await self.bus.publish(
+                topology.MESSAGES, topology.sync_key(k), body, mandatory=True, persistent=True
+            )
 
     async def publish(self, conn: Connection) -> None:
         """Tell ``conn`` ``synced`` once everything routed before now is in history."""
         marker = new_id()
-        self.pending[marker] = conn
+        shards = set(range(self.shards()))
+        self.pending[marker] = (conn, set(shards))
         if len(self.pending) > self._prune_at:  # unanswered markers of closed connections
-            self.pending = {m: c for m, c in self.pending.items() if not c.closed}
+            self.pending = {m: v for m, v in self.pending.items() if not v[0].closed}
             self._prune_at = max(1024, 2 * len(self.pending))
         try:
-            await self._publish(marker)
+            await self._publish(marker, sorted(shards))
         except PublishError:
             self.pending.pop(marker, None)
             log.warning("sync marker not published (broker unavailable)")
 
-    async def caught_up(self, timeout: float) -> bool:
-        """True once the history writer has committed everything routed before this call."""
+    async def caught_up(self, timeout: float, shards: Iterable[int] | None = None) -> bool:
+        """True once the writers of ``shards`` (default: all) have committed everything routed
+        to them before this call."""
         marker = new_id()
+        wanted = set(range(self.shards())) if shards is None else set(shards)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters[marker] = future
+        self.waiters[marker] = (future, set(wanted))
         try:
-            await self._publish(marker)
+            await self._publish(marker, sorted(wanted))
             await asyncio.wait_for(future, timeout)
             return True
         except (PublishError, TimeoutError):
@@ -63,10 +72,18 @@ class SyncMarkers:
         finally:
             self.waiters.pop(marker, None)
 
-    def answered(self, marker: str) -> None:
-        conn = self.pending.pop(marker, None)
-        if conn is not None and not conn.closed:
-            conn.send({"type": "synced"})
+    def answered(self, marker: str, shard: int) -> None:
+        entry = self.pending.get(marker)
+        if entry is not None:
+            conn, left = entry
+            left.discard(shard)
+            if not left:
+                del self.pending[marker]
+                if not conn.closed:
+                    conn.send({"type": "synced"})
         waiter = self.waiters.get(marker)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            future, left = waiter
+            left.discard(shard)
+            if not left and not future.done():
+                future.set_result(None)

@@ -26,7 +26,10 @@ WRITE_LAG = Histogram(
     "From a message's acceptance (sent_ms) to the commit of its row",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-BACKLOG = Gauge("chat_history_backlog", "Messages ready in the history queue (broker's count)")
+BACKLOG = Gauge(
+    "chat_history_backlog", "Messages ready in a history shard's queue (broker's count)", ["queue"]
+)
+SHARDS_HELD = Gauge("chat_history_shards_held", "History shards this writer process consumes")
 DB_RETRIES = Counter(
     "chat_history_db_retries_total",
     "Batches retried after a database error (the batch stays unacked meanwhile)",

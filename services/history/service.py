@@ -15,7 +15,7 @@ from services.common.bus import Bus
 from services.common.settings import Settings
 from services.common.tokens import RevocationSet
 from services.history.api import HistoryAPI
-from services.history.writer import HistoryWriter
+from services.history.shards import ShardedWriters
 
 log = logging.getLogger("chat.history")
 
@@ -32,16 +32,16 @@ class HistoryService:
         self.settings = settings
         self.bus = bus
         self.engine = engine
-        self.writer = HistoryWriter(settings, bus, engine)
+        self.writers = ShardedWriters(settings, bus, engine)
         self.api = HistoryAPI(settings, engine, revoked)
         self.routes: list[BaseRoute] = list(self.api.routes)
 
     async def start(self) -> None:
         """Start the writer (the bus must be connected)."""
-        await self.writer.start()
+        await self.writers.start()
 
     async def stop(self) -> None:
-        await self.writer.stop()
+        await self.writers.stop()
 
     async def ready(self) -> bool:
         """The database answers and the broker connection is up."""

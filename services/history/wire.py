@@ -3,8 +3,10 @@
 A delivery is one of:
 
 - a message: ``{"type":"message","message":{"id","room","sender","body","sent_at",
-  "client_msg_id"},"sender_id","sent_ms","origin"}`` on ``room.<room_id>.msg`` -> ``Row``;
-- a sync marker: ``{"type":"marker","marker","gw"}`` on ``room._sync.msg`` -> ``Marker``;
+  "client_msg_id"},"sender_id","sent_ms","origin"}`` on ``room.<room_id>.msg.<shard>`` ->
+  ``Row``;
+- a sync marker: ``{"type":"marker","marker","gw","shard"}`` on ``room._sync.msg.<shard>`` ->
+  ``Marker``;
 - anything else -> ``Invalid`` (it can never be written: it goes to the dead-letter queue).
 
 Checks are the columns' limits, so a row that passes is storable on MySQL and SQLite alike;
@@ -24,7 +26,6 @@ CLIENT_MSG_ID_MAX = 64
 MARKER_MAX = 128
 GATEWAY_MAX = 200
 SENT_MS_MAX = 2**63 - 1  # BIGINT
-SYNC_KEY = "room._sync.msg"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Row:
 class Marker:
     marker: str
     gw: str
+    shard: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,10 @@ def decode(body: bytes, routing_key: str) -> Item:
     try:
         kind = doc.get("type")
         if kind == "marker":
-            return Marker(_text(doc, "marker", MARKER_MAX), _text(doc, "gw", GATEWAY_MAX))
+            shard = doc.get("shard", 0)
+            if not isinstance(shard, int) or isinstance(shard, bool) or shard < 0:
+                raise ValueError("shard must be a non-negative integer")
+            return Marker(_text(doc, "marker", MARKER_MAX), _text(doc, "gw", GATEWAY_MAX), shard)
         if kind == "message":
             return _row(doc, routing_key)
         raise ValueError(f"unknown type {kind!r}")
@@ -113,6 +118,10 @@ def _row(doc: dict[str, Any], routing_key: str) -> Row:
         sent_ms=sent_ms,
         client_msg_id=_text(msg, "client_msg_id", CLIENT_MSG_ID_MAX),
     )
-    if routing_key != f"room.{row.room_id}.msg":
+    if routing_key.rsplit(".", 1)[0] != f"room.{row.room_id}.msg":
         raise ValueError(f"routing key {routing_key!r} does not match room {row.room_id!r}")
     return row
+
+
+def is_marker_key(routing_key: str) -> bool:
+    return routing_key.startswith("room._sync.msg")

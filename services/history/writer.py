@@ -35,7 +35,7 @@ from services.common import events, topology
 from services.common.bus import Bus, Delivery, PublishError
 from services.common.settings import Settings
 from services.history import metrics, store
-from services.history.wire import SYNC_KEY, Invalid, Item, Marker, Row, decode
+from services.history.wire import Invalid, Item, Marker, Row, decode, is_marker_key
 
 log = logging.getLogger("chat.history.writer")
 
@@ -56,7 +56,7 @@ class HistoryWriter:
         bus: Bus,
         engine: Engine,
         *,
-        queue: str = topology.HISTORY_QUEUE,
+        queue: str = topology.history_queue(0),
         backlog_interval: float = 5.0,
         max_backoff: float = 5.0,
     ) -> None:
@@ -256,7 +256,7 @@ class HistoryWriter:
         """Everything delivered before the marker is committed: tell its gateway."""
         for attempt in range(3):
             try:
-                await self.bus.publish(*events.synced(marker.gw, marker.marker))
+                await self.bus.publish(*events.synced(marker.gw, marker.marker, marker.shard))
             except PublishError as exc:
                 log.warning("could not answer marker %s (try %d): %s", marker.marker, attempt, exc)
                 await asyncio.sleep(0.1 * 2**attempt)
@@ -269,7 +269,7 @@ class HistoryWriter:
     async def _watch_backlog(self) -> None:
         while True:
             try:
-                metrics.BACKLOG.set(await self.bus.queue_depth(self.queue))
+                metrics.BACKLOG.labels(self.queue).set(await self.bus.queue_depth(self.queue))
             except Exception as exc:
                 log.debug("backlog unavailable: %s", exc)
             await asyncio.sleep(self.backlog_interval)
@@ -283,4 +283,4 @@ def _first(exc: BaseException) -> str:
 
 
 def _is_marker(delivery: Delivery) -> bool:
-    return delivery.routing_key == SYNC_KEY
+    return is_marker_key(delivery.routing_key)

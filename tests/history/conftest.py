@@ -40,6 +40,7 @@ def sqlite_engine(tmp_path: object) -> Iterator[Engine]:
 async def memory_bus() -> AsyncIterator[Bus]:
     bus = create_bus("memory://", delivery_limit=5)
     await bus.connect()
+    await bus.declare_history(1)
     yield bus
     await bus.close()
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from services.common import topology
 from services.common.bus import Bus
+from services.common.bus.memory import MemoryBus
 from services.common.ids import iso_ms, message_id, now_ms
 from services.common.models import Membership, Message, Room, User
 from services.common.settings import Settings
@@ -77,15 +78,34 @@ def wire(
         "sent_ms": sent_ms,
         "origin": {"gw": "test-gw", "conn": "c1"},
     }
-    return topology.room_msg_key(room_id), orjson.dumps(doc), mid
+    return topology.room_msg_key(room_id, 1), orjson.dumps(doc), mid
 
 
 def marker(marker_id: str, gw: str) -> tuple[str, bytes]:
-    return "room._sync.msg", orjson.dumps({"type": "marker", "marker": marker_id, "gw": gw})
+    return topology.sync_key(0), orjson.dumps({"type": "marker", "marker": marker_id, "gw": gw})
+
+
+_in_flight: set[asyncio.Future[None]] = set()
 
 
 async def publish(bus: Bus, key: str, body: bytes) -> None:
-    await bus.publish(topology.MESSAGES, key, body, mandatory=True, persistent=True)
+    """Publish as a gateway does. The in-process bus confirms such a publish only once the
+    writer has committed it (ack = on disk): there, the message is queued and the confirm is
+    not waited for, so a test can fill the queue before a writer runs."""
+    coro = bus.publish(topology.MESSAGES, key, body, mandatory=True, persistent=True)
+    if not isinstance(bus, MemoryBus):
+        await coro
+        return
+    task = asyncio.ensure_future(coro)
+    _in_flight.add(task)
+    task.add_done_callback(_settled)
+    await asyncio.sleep(0)  # the task queues the message now, in call order
+
+
+def _settled(task: asyncio.Future[None]) -> None:
+    _in_flight.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a confirm that timed out is no error here
 
 
 async def eventually(

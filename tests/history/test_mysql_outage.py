@@ -148,6 +148,7 @@ def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
 async def amqp_bus(rabbit_url: str) -> AsyncIterator[Bus]:
     bus = create_bus(rabbit_url, delivery_limit=5)
     await bus.connect()
+    await bus.declare_history(1)
     yield bus
     await bus.close()
 

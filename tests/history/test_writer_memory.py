@@ -35,7 +35,7 @@ def sample(metric: Any, suffix: str = "_total", **labels: str) -> float:
     return 0.0
 
 
-def unacked(bus: Bus, queue: str = topology.HISTORY_QUEUE) -> int:
+def unacked(bus: Bus, queue: str = topology.history_queue(0)) -> int:
     return int(bus._queues[queue].unacked)  # type: ignore[attr-defined]
 
 
@@ -79,7 +79,7 @@ async def test_batches_are_multi_row_inserts_and_bump_rooms(
         await eventually(lambda: unacked(memory_bus) == 0, what="every delivery acked")
     finally:
         await w.stop()
-    assert await memory_bus.queue_depth(topology.HISTORY_QUEUE) == 0
+    assert await memory_bus.queue_depth(topology.history_queue(0)) == 0
     # batched: 300 messages in at most a handful of multi-row statements of <= 50 rows
     assert sum(counter.inserts) == 300
     assert max(counter.inserts) <= 50
@@ -117,7 +117,7 @@ async def test_duplicates_become_one_row(
 
 
 def memory_bus_empty(bus: Bus) -> bool:
-    return not bus._queues[topology.HISTORY_QUEUE].ready  # type: ignore[attr-defined]
+    return not bus._queues[topology.history_queue(0)].ready  # type: ignore[attr-defined]
 
 
 class SlowWrites:
@@ -238,21 +238,21 @@ async def test_poison_goes_to_dead_letter_queue_and_the_rest_flow(
     for i in range(60):
         if i == 10:
             poison.append(b"{not json")
-            await publish(memory_bus, topology.room_msg_key(room), poison[-1])
+            await publish(memory_bus, topology.room_msg_key(room, 1), poison[-1])
         if i == 20:  # valid JSON, missing sender_id
             _, body, _ = wire(room, ALICE, "bad-fields")
             doc = orjson.loads(body)
             del doc["sender_id"]
             poison.append(orjson.dumps(doc))
-            await publish(memory_bus, topology.room_msg_key(room), poison[-1])
+            await publish(memory_bus, topology.room_msg_key(room, 1), poison[-1])
         if i == 30:  # the routing key says another room
             _, body, _ = wire(ROOMS[0], ALICE, "wrong-room")
             poison.append(body)
-            await publish(memory_bus, topology.room_msg_key(room), body)
+            await publish(memory_bus, topology.room_msg_key(room, 1), body)
         if i == 40:
             _, body, _ = wire(room, ALICE, "db-rejects", body="REJECT-ME")
             poison.append(body)
-            await publish(memory_bus, topology.room_msg_key(room), body)
+            await publish(memory_bus, topology.room_msg_key(room, 1), body)
         key, body, mid = wire(room, ALICE, f"g{i}")
         good.append(mid)
         await publish(memory_bus, key, body)

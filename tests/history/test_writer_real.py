@@ -46,6 +46,7 @@ def mysql_engine(mysql_url: str) -> Iterator[Engine]:
 async def amqp_bus(rabbit_url: str) -> AsyncIterator[Bus]:
     bus = create_bus(rabbit_url, delivery_limit=5)
     await bus.connect()
+    await bus.declare_history(1)
     yield bus
     await bus.close()
 
@@ -82,7 +83,7 @@ def sample(metric: Any) -> float:
 
 def _drained(bus: Bus) -> object:
     async def check() -> bool:
-        return await bus.queue_depth(topology.HISTORY_QUEUE) == 0
+        return await bus.queue_depth(topology.history_queue(0)) == 0
 
     return check
 
@@ -94,17 +95,17 @@ async def test_poison_reaches_the_dead_letter_queue(amqp_bus: Bus, mysql_engine:
     for i in range(100):
         if i == 10:
             poison.append(b"\xff\xfe not json at all")
-            await publish(amqp_bus, topology.room_msg_key(room), poison[-1])
+            await publish(amqp_bus, topology.room_msg_key(room, 1), poison[-1])
         if i == 50:  # valid JSON, but sent_ms is a string
             _, body, _ = wire(room, ALICE, "bad-sent-ms")
             doc = orjson.loads(body)
             doc["sent_ms"] = "yesterday"
             poison.append(orjson.dumps(doc))
-            await publish(amqp_bus, topology.room_msg_key(room), poison[-1])
+            await publish(amqp_bus, topology.room_msg_key(room, 1), poison[-1])
         if i == 70:  # MariaDB rejects it: 70 kB does not fit the TEXT column (strict mode)
             _, body, _ = wire(room, ALICE, "too-long", body="x" * 70_000)
             poison.append(body)
-            await publish(amqp_bus, topology.room_msg_key(room), body)
+            await publish(amqp_bus, topology.room_msg_key(room, 1), body)
         key, body, mid = wire(room, ALICE, f"p{i}")
         good.append(mid)
         await publish(amqp_bus, key, body)
@@ -128,7 +129,7 @@ async def test_poison_reaches_the_dead_letter_queue(amqp_bus: Bus, mysql_engine:
     # dead-lettered by the broker from chat.history, rejected by the writer
     for d in dead:
         death = d.headers.get("x-death") or []
-        assert death and death[0]["queue"] == topology.HISTORY_QUEUE, d.headers
+        assert death and death[0]["queue"] == topology.history_queue(0), d.headers
         assert death[0]["reason"] == "rejected", d.headers
 
 
@@ -262,12 +263,14 @@ async def test_broker_connection_drop_then_resume(rabbit_url: str, mysql_engine:
     (those it had in flight come back redelivered) is written once."""
     writer_bus = create_bus(rabbit_url, delivery_limit=5)
     await writer_bus.connect()
+    await writer_bus.declare_history(1)
     w = HistoryWriter(settings(history_batch_size=50), writer_bus, mysql_engine)
     sent: list[str] = []
 
     async def wave(tag: str, n: int) -> None:
         bus = create_bus(rabbit_url)
         await bus.connect()
+        await bus.declare_history(1)
         for start in range(0, n, 100):
             chunk = [wire(ROOMS[i % 4], ALICE, f"{tag}{i}") for i in range(start, start + 100)]
             await asyncio.gather(*(publish(bus, key, body) for key, body, _ in chunk))

@@ -63,6 +63,7 @@ class AmqpBus(Bus):
         self._raw_consumers: list[tuple[AbstractRobustChannel, str, Any, bool]] = []
         self._raw_pub: aiormq.abc.AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._history_shards = 0  # declared; declared again after a reconnect
 
     async def connect(self) -> None:
         # the heartbeat bounds how fast a dead broker is noticed; ?heartbeat=N in the URL wins
@@ -101,6 +102,11 @@ class AmqpBus(Bus):
         self._spawn(self._after_reconnect())
 
     async def _after_reconnect(self) -> None:
+        if self._history_shards:
+            try:  # a broker that lost its data has no shards: a consumer would fail
+                await self.declare_history(self._history_shards)
+            except Exception:
+                log.exception("could not declare the history shards after a reconnect")
         for channel, queue, callback, no_ack in self._raw_consumers:
             try:
                 raw = await channel.get_underlay_channel()
@@ -303,6 +309,65 @@ class AmqpBus(Bus):
         if raw.is_closed:
             raise BusUnavailable("the control channel is closed")
         return raw
+
+    async def declare_history(self, shards: int) -> None:
+        """On a plain channel (not restored by aio-pika: after a reshard, queues that are gone
+        must stay gone); again after every reconnect, with the latest count."""
+        raw = await self._control_channel()
+        for spec in topology.history_queues(shards, self.delivery_limit):
+            await raw.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+            for exchange, key in spec.bindings:
+                await raw.queue_bind(spec.name, exchange, key)
+        self._history_shards = shards
+
+    async def cancel(self, queue: str) -> None:
+        """Close the queue's consumer channel: the broker requeues what it had not acked."""
+        keep = []
+        for entry in self._raw_consumers:
+            channel, name, _callback, _no_ack = entry
+            if name != queue:
+                keep.append(entry)
+                continue
+            if channel in self._consumer_channels:
+                self._consumer_channels.remove(channel)
+            try:
+                await channel.close()
+            except Exception as exc:
+                log.warning("closing the consumer of %s: %s", queue, exc)
+        self._raw_consumers = keep
+
+    async def _raw_channel(self) -> aiormq.abc.AbstractChannel:
+        """A channel of the current connection that aio-pika does not restore."""
+        conn = self._conn
+        if conn is None or not self.connected or conn.transport is None:
+            raise BusUnavailable("not connected to the broker")
+        return await conn.transport.connection.channel(publisher_confirms=False)
+
+    async def try_lock(self, name: str) -> bool:
+        """An exclusive queue of this connection (RabbitMQ deletes it with the connection)."""
+        try:
+            channel = await self._raw_channel()
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"no channel for a lock: {exc!r}") from exc
+        try:
+            await channel.queue_declare(name, exclusive=True, auto_delete=False)
+        except aiormq.exceptions.ChannelLockedResource:
+            return False  # held by another connection (the channel is closed by the broker)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"lock {name} not taken: {exc!r}") from exc
+        try:
+            await channel.close()
+        except Exception:
+            pass
+        return True
+
+    async def unlock(self, name: str) -> None:
+        try:
+            channel = await self._raw_channel()
+            await channel.queue_delete(name)
+            await channel.close()
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            log.warning("lock %s not released (it goes with the connection): %r", name, exc)
 
     async def _queue(self, name: str) -> AbstractQueue:
         q = self._queues.get(name)

@@ -127,6 +127,24 @@ class Bus(abc.ABC):
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in a durable queue (for metrics and readiness)."""
 
+    @abc.abstractmethod
+    async def declare_history(self, shards: int) -> None:
+        """Declare the history shards 0..shards-1 and their bindings (idempotent)."""
+
+    @abc.abstractmethod
+    async def cancel(self, queue: str) -> None:
+        """Stop consuming a durable queue: what was delivered and is not acked goes back to
+        the queue (in order), for the next consumer."""
+
+    @abc.abstractmethod
+    async def try_lock(self, name: str) -> bool:
+        """Take a named lock held by this connection (an exclusive queue on RabbitMQ): False
+        if another connection holds it. It is released by ``unlock`` or when the connection
+        dies, whatever way it dies."""
+
+    @abc.abstractmethod
+    async def unlock(self, name: str) -> None: ...
+
     # connection events ---------------------------------------------------------------------
     def on_reconnect(self, listener: Listener) -> None:
         """Called after the connection came back and the topology and bindings are restored."""

@@ -46,7 +46,8 @@ class _Queue:
     ready: deque[_Message] = field(default_factory=deque)
     unacked: int = 0
     seq: int = 0
-    outstanding: dict[int, Any] = field(default_factory=dict)  # seq -> settle(); in order
+    # seq -> (settle(acked), message), in delivery order
+    outstanding: dict[int, Any] = field(default_factory=dict)
     prefetch: int = 0  # 0 = unlimited
     auto_ack: bool = False
     handler: Handler | None = None
@@ -61,6 +62,7 @@ class MemoryBus(Bus):
         self._routes: dict[str, TopicIndex | FanoutIndex] = {}  # exchange -> its bindings
         self._queues: dict[str, _Queue] = {}
         self._connected = False
+        self._locks: set[str] = set()
 
     async def connect(self) -> None:
         for ex in topology.exchanges():
@@ -198,12 +200,12 @@ class MemoryBus(Bus):
                 self._confirmed(msg, True)
             return True
 
-        q.outstanding[seq] = settle
+        q.outstanding[seq] = (settle, msg)
 
         async def ack(multiple: bool) -> None:
             if multiple:
                 for earlier in [s for s in q.outstanding if s < seq]:
-                    q.outstanding[earlier](True)
+                    q.outstanding[earlier][0](True)
             settle(True)
             q.changed.set()
 
@@ -246,6 +248,39 @@ class MemoryBus(Bus):
 
     def binding_count(self) -> int:
         return sum(len(index) for index in self._routes.values())
+
+    async def declare_history(self, shards: int) -> None:
+        for spec in topology.history_queues(shards, self.delivery_limit):
+            if spec.name not in self._queues:
+                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments), durable=True)
+            for exchange, key in spec.bindings:
+                await self.bind(spec.name, exchange, key)
+
+    async def cancel(self, queue: str) -> None:
+        q = self._queues.get(queue)
+        if q is None:
+            return
+        if q.task is not None:
+            q.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await q.task
+            q.task = None
+        q.handler = None
+        for seq in sorted(q.outstanding, reverse=True):  # back to the front, in order
+            settle, msg = q.outstanding[seq]
+            if settle():
+                msg.redelivered = True
+                q.ready.appendleft(msg)
+        q.changed.set()
+
+    async def try_lock(self, name: str) -> bool:
+        if name in self._locks:
+            return False
+        self._locks.add(name)
+        return True
+
+    async def unlock(self, name: str) -> None:
+        self._locks.discard(name)
 
     async def queue_depth(self, queue: str) -> int:
         q = self._queues.get(queue)
