@@ -65,7 +65,7 @@ http {{
   scgi_temp_path {state}/nginx-tmp/scgi;
   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
   upstream auth {{ server 127.0.0.1:{auth}; keepalive 16; }}
-  upstream history {{ server 127.0.0.1:{history}; keepalive 16; }}
+  upstream history {{ {history} keepalive 16; }}
   upstream gateway {{ least_conn; {gateways} }}
   server {{
     listen 127.0.0.1:{port};
@@ -159,6 +159,7 @@ class Cluster:
     database_url: str
     broker_url: str
     gateways: int = 3
+    writers: int = 1  # history processes (they share the history shards)
     port: int | None = None  # nginx port; None = no nginx
     state: Path = STATE
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -194,6 +195,27 @@ class Cluster:
         return next(p for p in self.procs if p.name == "history")
 
     @property
+    def history_procs(self) -> list[Proc]:
+        return [p for p in self.procs if p.name.startswith("history")]
+
+    def add_history(self, i: int, start: bool = True, port: int | None = None) -> Proc:
+        """Another history process (writer and read API): the writers share the shards."""
+        if port is None:
+            port = free_port()
+            self.ports.append(port)
+        proc = Proc(
+            "history" if i == 1 else f"history{i}",
+            [PYTHON, "-m", "services", "history"],
+            self.env(CHAT_PORT=str(port), CHAT_GATEWAY_ID=f"history-{i}-{port}"),
+            port,
+        )
+        self.procs.append(proc)
+        if start:
+            proc.start(self.state / "logs")
+            wait_http(proc.url + "/readyz", 60, proc.popen)
+        return proc
+
+    @property
     def gateway_procs(self) -> list[Proc]:
         return [p for p in self.procs if p.name.startswith("gateway")]
 
@@ -215,9 +237,10 @@ class Cluster:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"migration failed: {migrate.stderr.decode()[-2000:]}")
-        auth_port, hport = free_port(), free_port()
+        auth_port = free_port()
+        h_ports = [free_port() for _ in range(self.writers)]
         gw_ports = [free_port() for _ in range(self.gateways)]
-        self.ports += [auth_port, hport, *gw_ports]  # known before any env() is built
+        self.ports += [auth_port, *h_ports, *gw_ports]  # known before any env() is built
         self.procs.append(
             Proc(
                 "auth",
@@ -231,14 +254,8 @@ class Cluster:
                 auth_port,
             )
         )
-        self.procs.append(
-            Proc(
-                "history",
-                [PYTHON, "-m", "services", "history"],
-                self.env(CHAT_PORT=str(hport), CHAT_GATEWAY_ID="history-1"),
-                hport,
-            )
-        )
+        for i, hport in enumerate(h_ports, start=1):
+            self.add_history(i, start=False, port=hport)
         for i in range(1, self.gateways + 1):
             self.add_gateway(i, start=False, port=gw_ports[i - 1])
         for p in self.procs:
@@ -278,7 +295,7 @@ class Cluster:
             NGINX_CONF.format(
                 state=self.state,
                 auth=self.auth.port,
-                history=self.history.port,
+                history=" ".join(f"server 127.0.0.1:{h.port};" for h in self.history_procs),
                 gateways=gws,
                 port=self.port,
             )
