@@ -9,12 +9,13 @@ The database holds it (table ``cluster_config``); the first process of a new dat
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError
 
 from services.common import topology
 from services.common.ids import now_ms
@@ -54,26 +55,32 @@ class HistoryConfig:
 
 
 def load(engine: Engine, default_shards: int) -> HistoryConfig:
-    """The current configuration; a new database gets ``default_shards``."""
+    """The current configuration; a new database gets ``default_shards`` (processes starting
+    together: the first insert wins, the others' are ignored; a deadlock is retried)."""
+    for attempt in range(5):
+        try:
+            return _load(engine, default_shards)
+        except OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _load(engine: Engine, default_shards: int) -> HistoryConfig:
     with engine.begin() as conn:
         rows = dict(conn.execute(select(ClusterConfig.key, ClusterConfig.value)).tuples().all())
         if "history_shards" not in rows:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(ClusterConfig),
-                        [
-                            {
-                                "key": "history_shards",
-                                "value": str(default_shards),
-                                "updated_ms": now_ms(),
-                            },
-                            {"key": "history_paused", "value": "0", "updated_ms": now_ms()},
-                            {"key": "history_epoch", "value": "0", "updated_ms": now_ms()},
-                        ],
-                    )
-            except IntegrityError:  # another process wrote them first
-                pass
+            ignore = "OR IGNORE" if conn.dialect.name == "sqlite" else "IGNORE"
+            ms = now_ms()
+            conn.execute(
+                insert(ClusterConfig).prefix_with(ignore),
+                [
+                    {"key": "history_shards", "value": str(default_shards), "updated_ms": ms},
+                    {"key": "history_paused", "value": "0", "updated_ms": ms},
+                    {"key": "history_epoch", "value": "0", "updated_ms": ms},
+                ],
+            )
             rows = dict(conn.execute(select(ClusterConfig.key, ClusterConfig.value)).tuples().all())
     return HistoryConfig(
         int(rows["history_shards"]),

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -10,6 +12,9 @@ from sqlalchemy.engine import Engine
 from services.common.bus import Bus, create_bus
 from services.common.db import make_engine, normalize_url
 from services.common.models import Base
+from tests.conftest import FAST_ENV
+from tests.support import services as svc
+from tools.cluster import Cluster
 
 from .helpers import (
     AMQP_BASE,
@@ -78,3 +83,35 @@ def mysql_url() -> Iterator[str]:
     yield url
     mysql_exec(admin, f"DROP DATABASE IF EXISTS {name}")
     admin.dispose()
+
+
+@pytest.fixture
+def sharded_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A scaled cluster of its own (2 gateways, 2 history writers, 4 shards unless the test
+    says otherwise with ``@pytest.mark.parametrize("sharded_cluster", [...], indirect=True)``)
+    on the local RabbitMQ and MariaDB (own vhost and database)."""
+    opts = {"shards": 4, "writers": 2, **getattr(request, "param", {})}
+    db = svc.create_database("chat_test_shards")
+    vhost = svc.create_vhost("chat_test_shards")
+    state = Path(tempfile.mkdtemp(prefix="chat-shards-"))
+    c = Cluster(
+        database_url=svc.mysql_url(db),
+        broker_url=svc.amqp_url(vhost),
+        gateways=2,
+        writers=int(opts["writers"]),
+        state=state,
+        extra_env={**FAST_ENV, "CHAT_HISTORY_SHARDS": str(opts["shards"])},
+    )
+    try:
+        try:
+            c.start()
+        except Exception:
+            for log in sorted((state / "logs").glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+            raise
+        yield c
+    finally:
+        c.stop()
+        svc.drop_database(db)
+        svc.delete_vhost(vhost)
+        shutil.rmtree(state, ignore_errors=True)

@@ -6,20 +6,14 @@ uvicorn processes (a cluster of its own: own vhost and database on the local ser
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import FAST_ENV
 from tests.faults.scene import finish, open_scene
 from tests.faults.traffic import wait_until
-from tests.support import services as svc
 from tools.cluster import Cluster, Proc
 from tools.seed import Seeder
 
@@ -39,34 +33,10 @@ def held(proc: Proc) -> int:
     return -1
 
 
-@pytest.fixture
-def two_writers() -> Iterator[Cluster]:
-    db = svc.create_database("chat_test_shards")
-    vhost = svc.create_vhost("chat_test_shards")
-    state = Path(tempfile.mkdtemp(prefix="chat-shards-"))
-    c = Cluster(
-        database_url=svc.mysql_url(db),
-        broker_url=svc.amqp_url(vhost),
-        gateways=2,
-        writers=2,
-        state=state,
-        extra_env={**FAST_ENV, "CHAT_HISTORY_SHARDS": str(SHARDS)},
-    )
-    try:
-        c.start()
-        c.extra = {"database": db}  # type: ignore[attr-defined]
-        yield c
-    finally:
-        c.stop()
-        svc.drop_database(db)
-        svc.delete_vhost(vhost)
-        shutil.rmtree(state, ignore_errors=True)
-
-
 def test_two_writers_share_four_shards_and_one_takes_over_after_a_kill(
-    two_writers: Cluster,
+    sharded_cluster: Cluster,
 ) -> None:
-    c = two_writers
+    c = sharded_cluster
     first, second = c.history_procs
     db_url = c.database_url
 
