@@ -168,6 +168,13 @@ class Cluster:
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     ports: list[int] = field(default_factory=list)  # every process's port: allowed origins
 
+    def broker_for(self, i: int) -> str:
+        """``broker_url`` lists several nodes (comma-separated)? Process ``i`` starts with
+        node ``i mod n``: gateways and writers spread over a cluster's nodes."""
+        urls = [u for u in self.broker_url.split(",") if u]
+        k = i % len(urls)
+        return ",".join(urls[k:] + urls[:k])
+
     def env(self, **more: str) -> dict[str, str]:
         env = dict(os.environ)
         origins = ["http://127.0.0.1", "http://localhost"]
@@ -206,7 +213,11 @@ class Cluster:
         proc = Proc(
             "history" if i == 1 else f"history{i}",
             [PYTHON, "-m", "services", "history"],
-            self.env(CHAT_PORT=str(port), CHAT_GATEWAY_ID=f"history-{i}-{port}"),
+            self.env(
+                CHAT_PORT=str(port),
+                CHAT_GATEWAY_ID=f"history-{i}-{port}",
+                CHAT_BROKER_URL=self.broker_for(i),
+            ),
             port,
         )
         self.procs.append(proc)
@@ -273,7 +284,11 @@ class Cluster:
         proc = Proc(
             f"gateway{i}",
             [PYTHON, "-m", "services", "gateway"],
-            self.env(CHAT_PORT=str(port), CHAT_GATEWAY_ID=f"gw{i}-{port}"),
+            self.env(
+                CHAT_PORT=str(port),
+                CHAT_GATEWAY_ID=f"gw{i}-{port}",
+                CHAT_BROKER_URL=self.broker_for(i + 1),
+            ),
             port,
         )
         self.procs.append(proc)

@@ -217,9 +217,13 @@ class Membership:
 
     # reading -------------------------------------------------------------------------------
     async def wait_bound(self, us: UserState) -> bool:
-        """Once every room of the user is bound here (False: the broker was found away)."""
-        fut = self.bindings.wait([room_key(r) for r in us.rooms])
-        return True if fut is None else await fut
+        """Once every room of the user is bound here; tried again while the broker is away.
+        False only if the user left (no connection here any more)."""
+        while self.users.get(us.id) is us:
+            fut = self.bindings.wait([room_key(r) for r in us.rooms])
+            if fut is None or await fut:
+                return True
+        return False
 
     async def load(self, us: UserState) -> list[str]:
         """Read a user's rooms and apply them; their events wait meanwhile (they are always

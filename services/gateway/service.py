@@ -225,10 +225,8 @@ class GatewayService:
         conns = [c for c in us.conns if not c.closed]
         for c in conns:
             c.send({"type": "resync"})
-        await self.membership.wait_bound(us)
-        for c in conns:
-            if not c.closed:
-                await self.markers.publish(c)
+        if await self.membership.wait_bound(us):
+            await asyncio.gather(*(self.markers.publish(c) for c in conns))
 
     # the WebSocket session -----------------------------------------------------------------
     def _origin_allowed(self, ws: WebSocket) -> bool:
@@ -329,8 +327,7 @@ class GatewayService:
         self._spawn(self._synced_when_bound(us, conn))
 
     async def _synced_when_bound(self, us: UserState, conn: Connection) -> None:
-        await self.membership.wait_bound(us)
-        if not conn.closed:
+        if await self.membership.wait_bound(us):
             await self.markers.publish(conn)
 
     def _spawn(self, coro: Any) -> None:

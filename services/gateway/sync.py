@@ -43,18 +43,25 @@ class SyncMarkers:
             )
 
     async def publish(self, conn: Connection) -> None:
-        """Tell ``conn`` ``synced`` once everything routed before now is in history."""
-        marker = new_id()
-        shards = set(range(self.shards()))
-        self.pending[marker] = (conn, set(shards))
-        if len(self.pending) > self._prune_at:  # unanswered markers of closed connections
-            self.pending = {m: v for m, v in self.pending.items() if not v[0].closed}
-            self._prune_at = max(1024, 2 * len(self.pending))
-        try:
-            await self._publish(marker, sorted(shards))
-        except PublishError:
-            self.pending.pop(marker, None)
-            log.warning("sync marker not published (broker unavailable)")
+        """Tell ``conn`` ``synced`` once everything routed before now is in history. Retried
+        until the broker takes it (a shard's queue may be between leaders, the broker away):
+        a client told to resync must get its ``synced`` (or lose its connection)."""
+        delay = 0.1
+        while not conn.closed:
+            marker = new_id()
+            shards = set(range(self.shards()))
+            self.pending[marker] = (conn, set(shards))
+            if len(self.pending) > self._prune_at:  # unanswered markers of closed connections
+                self.pending = {m: v for m, v in self.pending.items() if not v[0].closed}
+                self._prune_at = max(1024, 2 * len(self.pending))
+            try:
+                await self._publish(marker, sorted(shards))
+                return
+            except PublishError as exc:
+                self.pending.pop(marker, None)
+                log.warning("sync marker not published (%s); trying again", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def caught_up(self, timeout: float, shards: Iterable[int] | None = None) -> bool:
         """True once the writers of ``shards`` (default: all) have committed everything routed

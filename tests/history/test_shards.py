@@ -42,7 +42,9 @@ def test_two_writers_share_four_shards_and_one_takes_over_after_a_kill(
 
     async def scenario() -> dict[str, float]:
         await wait_until(
-            lambda: held(first) == 2 and held(second) == 2, 30, "2 shards each",
+            lambda: held(first) == 2 and held(second) == 2,
+            30,
+            "2 shards each",
             detail=lambda: (held(first), held(second)),
         )
         seeder = Seeder(db_url, c.secret)

@@ -25,6 +25,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from yarl import URL
 
 from services.common import topology
 from services.common.bus.base import Bus, BusUnavailable, Delivery, Handler, PublishError
@@ -44,6 +45,10 @@ CONNECT_TIMEOUT = 10.0
 # here); a few channels at once are ~1.6x faster, more do not help (measured on RabbitMQ 3.10)
 BIND_CHANNELS = 4
 
+# seconds between reconnection attempts (aio-pika's default is 5); with several nodes, each
+# attempt goes to the next one
+RECONNECT_INTERVAL = 2.0
+
 # aiormq matches a returned (unroutable) message to its publish by message_id, so every publish
 # carries its own; a counter is cheaper than the random UUID aiormq would make
 _message_ids = itertools.count(1)
@@ -51,8 +56,14 @@ _ID_PREFIX = f"{os.getpid():x}-"
 
 
 class AmqpBus(Bus):
+    """``url`` may list several nodes of a cluster, comma-separated full URLs: the first that
+    answers is used, and after a connection loss the next one in turn (a node that died is
+    left for one that lives; aio-pika alone would retry the same node forever)."""
+
     def __init__(self, url: str, delivery_limit: int = 5) -> None:
         super().__init__(url, delivery_limit)
+        self._urls = [u.strip() for u in url.split(",") if u.strip()]
+        self._url_index = 0
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractRobustChannel | None = None
         self._ctl: AbstractRobustChannel | None = None
@@ -67,13 +78,25 @@ class AmqpBus(Bus):
 
     async def connect(self) -> None:
         # the heartbeat bounds how fast a dead broker is noticed; ?heartbeat=N in the URL wins
-        extra: dict[str, Any] = {} if "heartbeat=" in self.url else {"heartbeat": 10}
-        self._conn = await aio_pika.connect_robust(
-            self.url,
-            client_properties={"connection_name": "chat"},
-            timeout=CONNECT_TIMEOUT,
-            **extra,
-        )
+        last: Exception | None = None
+        for _ in range(len(self._urls)):
+            url = self._urls[self._url_index]
+            extra: dict[str, Any] = {} if "heartbeat=" in url else {"heartbeat": 10}
+            try:
+                self._conn = await aio_pika.connect_robust(
+                    url,
+                    client_properties={"connection_name": "chat"},
+                    timeout=CONNECT_TIMEOUT,
+                    reconnect_interval=RECONNECT_INTERVAL,
+                    **extra,
+                )
+                break
+            except Exception as exc:  # this node is away: the next one
+                last = exc
+                self._url_index = (self._url_index + 1) % len(self._urls)
+        else:
+            assert last is not None
+            raise last
         self._conn.reconnect_callbacks.add(self._reconnected)
         self._conn.close_callbacks.add(self._closed)
         self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
@@ -117,6 +140,9 @@ class AmqpBus(Bus):
 
     def _closed(self, *_: Any) -> None:
         log.warning("broker connection lost")
+        if len(self._urls) > 1 and self._conn is not None:  # reconnect to the next node
+            self._url_index = (self._url_index + 1) % len(self._urls)
+            self._conn.url = URL(self._urls[self._url_index])  # type: ignore[attr-defined]
         self._spawn(self._fire(self._disconnect_listeners))
 
     def _spawn(self, coro: Any) -> None:
