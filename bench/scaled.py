@@ -96,25 +96,35 @@ def group_room(auth_url: str, token: str, name: str, members: list[str]) -> str:
         return str(r.json()["id"])
 
 
-async def _queue_depth(url: str, queue: str) -> int:
+async def _history_depth(url: str) -> int:
+    """Messages waiting in every history shard (chat.history.0, .1, ... while they exist)."""
     import aio_pika
 
+    from services.common import topology
+
     conn = await aio_pika.connect(url)
+    total = 0
     try:
-        ch = await conn.channel()
-        q = await ch.declare_queue(queue, passive=True)
-        return int(q.declaration_result.message_count or 0)
+        for k in range(1024):
+            ch = await conn.channel()
+            try:
+                q = await ch.declare_queue(topology.history_queue(k), passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                break  # no such shard: that was the last
+            total += int(q.declaration_result.message_count or 0)
+            await ch.close()
+        return total
     finally:
         await conn.close()
 
 
 def wait_history_drained(url: str, timeout: float) -> dict[str, Any]:
-    """Wait until the history queue is empty: no scenario starts on another's backlog."""
+    """Wait until the history shards are empty: no scenario starts on another's backlog."""
     t0 = time.monotonic()
-    depth0 = depth = asyncio.run(_queue_depth(url, "chat.history"))
+    depth0 = depth = asyncio.run(_history_depth(url))
     while depth > 0 and time.monotonic() - t0 < timeout:
         time.sleep(0.25)
-        depth = asyncio.run(_queue_depth(url, "chat.history"))
+        depth = asyncio.run(_history_depth(url))
     return {"backlog_at_end": depth0, "drain_s": round(time.monotonic() - t0, 2), "left": depth}
 
 

@@ -67,10 +67,15 @@ def load(engine: Engine, default_shards: int) -> HistoryConfig:
     raise AssertionError("unreachable")
 
 
-def _load(engine: Engine, default_shards: int) -> HistoryConfig:
+def _read(engine: Engine) -> dict[str, str]:
     with engine.begin() as conn:
-        rows = dict(conn.execute(select(ClusterConfig.key, ClusterConfig.value)).tuples().all())
-        if "history_shards" not in rows:
+        return dict(conn.execute(select(ClusterConfig.key, ClusterConfig.value)).tuples().all())
+
+
+def _load(engine: Engine, default_shards: int) -> HistoryConfig:
+    rows = _read(engine)
+    if "history_shards" not in rows:
+        with engine.begin() as conn:
             ignore = "OR IGNORE" if conn.dialect.name == "sqlite" else "IGNORE"
             ms = now_ms()
             conn.execute(
@@ -81,7 +86,9 @@ def _load(engine: Engine, default_shards: int) -> HistoryConfig:
                     {"key": "history_epoch", "value": "0", "updated_ms": ms},
                 ],
             )
-            rows = dict(conn.execute(select(ClusterConfig.key, ClusterConfig.value)).tuples().all())
+        # a new transaction: under REPEATABLE READ the first one would not see the row that
+        # another process, starting at the same moment, committed first
+        rows = _read(engine)
     return HistoryConfig(
         int(rows["history_shards"]),
         rows.get("history_paused") == "1",

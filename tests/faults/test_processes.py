@@ -78,8 +78,10 @@ def test_kill_9_history_writer_mid_batch_then_restart(faults: FaultEnv) -> None:
             t_up = now()
             await wait_until(late.synced.is_set, 30, "synced once the writer is back")
             synced_after = late.event_times("synced")[0]
-            if synced_after < t_up - 0.5:
-                failures.append("`synced` came before the writer was back")
+            # the new writer answers markers while it starts (before /readyz says so): the
+            # invariant is that no `synced` came while no writer ran
+            if synced_after < t_restart:
+                failures.append("`synced` came while the writer was down")
             redelivered = await asyncio.to_thread(
                 metric, writer.url, "chat_history_redelivered_total"
             )

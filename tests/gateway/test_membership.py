@@ -413,11 +413,11 @@ def test_bindings_are_pipelined_and_shared() -> None:
         await w.connect("b")
         assert w.m.bindings.batches - before == used  # already bound: nothing more
         assert len(w.m.bindings.bound) == 301  # 300 rooms and every user's events
-        assert w.bus.binding_count() == 301 + 2  # and the durable queues of the topology
+        assert w.bus.binding_count() == 301 + 1  # and the dead-letter queue of the topology
 
     run(body)
 
 
 def test_topology_keys() -> None:
-    assert room_key("r") == (topology.MESSAGES, "room.r.*")
+    assert room_key("r") == (topology.MESSAGES, "room.r.#")
     assert USER_EVENTS == (topology.EVENTS, "user.*")
