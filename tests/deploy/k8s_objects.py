@@ -17,10 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
 DEV = K8S / "overlays" / "dev"
+PRODUCTION = K8S / "overlays" / "production"
 # The base and every overlay: any overlay added later is rendered and validated too.
 OVERLAYS = [BASE, *sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())]
 DOCKERFILE = REPO / "Dockerfile"
 SETTINGS = REPO / "services" / "common" / "settings.py"
+DEPLOY_MD = REPO / "docs" / "DEPLOY.md"
 NAMESPACE = "chat"
 
 # API.md: "Path prefixes decide which service answers".

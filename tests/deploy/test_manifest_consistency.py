@@ -102,6 +102,18 @@ def test_production_replica_counts() -> None:
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
 
 
+def test_history_writers_share_the_shards() -> None:
+    """The history replicas share CHAT_HISTORY_SHARDS shards (services/history/shards.py): at
+    least two, so a writer that dies has another take its shards over, and no more than the
+    shards, since a writer beyond one per shard holds none and writes nothing."""
+    objects = render(BASE)
+    shards = int(config_values(objects, "ConfigMap", "chat-config")["CHAT_HISTORY_SHARDS"])
+    assert shards >= 1
+    writers = find(objects, "Deployment", "history")["spec"]["replicas"]
+    assert 2 <= writers <= shards, f"{writers} history writers for {shards} shards"
+    assert shards % writers == 0, "an uneven split leaves one writer with more shards"
+
+
 def test_commands_run_the_image_entrypoint_with_a_known_target() -> None:
     entrypoint = dockerfile.exec_form(_final_stage().last("ENTRYPOINT"))
     assert entrypoint == ["python", "-m", "services"]

@@ -1,14 +1,18 @@
 """Every manifest, and every kustomize build, validates offline against the Kubernetes
 schemas in strict mode (unknown fields are errors), for the oldest Kubernetes we support and
-the newest one kubernetes-validate knows."""
+the newest one kubernetes-validate knows. Custom resources (the RabbitMQ Cluster Operator's
+RabbitmqCluster) validate against tests/deploy/custom_resources.py; any other kind that
+kubernetes-validate does not know fails."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 
+from tests.deploy import custom_resources
 from tests.deploy.k8s_objects import (
     K8S,
     NAMESPACE,
@@ -26,6 +30,13 @@ VERSIONS = sorted({OLDEST_SUPPORTED, kubernetes_validate.latest_version()})
 
 def _validate(doc: Obj, where: str) -> None:
     for version in VERSIONS:
+        if custom_resources.is_custom(doc):
+            try:
+                custom_resources.validate(doc, version)
+            except jsonschema.ValidationError as exc:
+                path = "/".join(str(p) for p in exc.absolute_path)
+                pytest.fail(f"{where}: invalid for Kubernetes {version} at {path}: {exc.message}")
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
