@@ -1,6 +1,7 @@
 """``python -m services <target>``: all | auth | gateway | history | migrate.
 
 The target may also come from CHAT_TARGET. ``auth`` execs gunicorn; the others run uvicorn.
+``python -m services reshard ...`` is the history shards' tool (services/history/reshard.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def migrate() -> None:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) > 1 and argv[1] == "reshard":  # an operator's tool, not a service
+        from services.history.reshard import main as reshard
+
+        reshard(argv[2:])
+        return
     env = dict(os.environ)
     if len(argv) > 1:
         env["CHAT_TARGET"] = argv[1]

@@ -1,5 +1,5 @@
 """The history shards' configuration the whole cluster shares: how many shards, and whether
-sends are paused while ``python -m tools.reshard`` changes that count.
+sends are paused while ``python -m services reshard`` changes that count.
 
 The database holds it (table ``cluster_config``); the first process of a new database writes
 ``CHAT_HISTORY_SHARDS`` there. Changes are announced on ``chat.events`` (key

@@ -102,7 +102,7 @@ class Settings:
 
     # history
     # N shards of the history queue; 0 = 1 all-in-one, 4 scaled. Only the first process of a
-    # new database uses it: from then on the database holds the count (python -m tools.reshard)
+    # new database uses it: from then on the database holds the count (python -m services reshard)
     history_shards: int = 0
     history_batch_size: int = 200
     history_batch_ms: int = 20

@@ -94,7 +94,7 @@ class Sender:
         cmid = frame.client_msg_id
         if not self.membership.may_act(conn.user_id):
             raise FrameError("unavailable", "reconnecting to the cluster; retry in a moment", cmid)
-        if self.config.paused:  # python -m tools.reshard: history is changing its shards
+        if self.config.paused:  # python -m services reshard: history is changing its shards
             raise FrameError("unavailable", "history is being reorganised; retry shortly", cmid)
         peer_id: str | None = None
         if frame.to is not None:

@@ -470,7 +470,7 @@ class GatewayService:
             if c.user_id != sender:
                 c.send_text(text)
 
-    # the history shards (python -m tools.reshard) ---------------------------------------------
+    # the history shards (python -m services reshard) ---------------------------------------------
     def _apply_config(self, cfg: HistoryConfig) -> None:
         if cfg.epoch < self.history.epoch:
             return  # an older announcement

@@ -16,7 +16,7 @@ processes share the shards:
   writer consumes it from where this one stopped; markers stay behind what precedes them.
 
 A killed writer's shards are free at once; the others take them once it has been silent for
-``expiry`` seconds (their fair share grows). ``tools.reshard`` changes N at run time: the
+``expiry`` seconds (their fair share grows). ``python -m services reshard`` changes N at run time: the
 announcement (``history_config``) makes every writer give back the shards that are gone.
 """
 

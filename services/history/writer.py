@@ -1,4 +1,4 @@
-"""The history writer: the ``chat.history`` queue into the ``messages`` table.
+"""A history writer: one shard's queue (``chat.history.<k>``) into the ``messages`` table.
 
 One loop, one batch at a time, in delivery order:
 
@@ -14,8 +14,9 @@ One loop, one batch at a time, in delivery order:
 4. only after the commit: ack every delivery, and answer every marker with
    ``events.synced(gw, marker)``: every message delivered before it is committed by then.
 
-The queue is quorum with ``x-single-active-consumer``: with several replicas one writes and the
-others wait as hot standbys, so per-room order and the markers stay exact. ``x-delivery-limit``
+The queue is quorum with ``x-single-active-consumer``: one writer at a time consumes a shard
+(``shards.py`` shares the shards among writer processes), so per-room order and the markers stay
+exact. ``x-delivery-limit``
 dead-letters a message that keeps coming back (e.g. one that crashes the process). Deliveries that
 have already come back twice or more are written row by row, so such a message cannot take a
 whole batch down with it again.

@@ -1,12 +1,17 @@
 """A reconnect storm (issue 13): 1,000 clients on one gateway, which is killed with -9 while
 messages flow; every client reconnects to the others at once, is told ``synced`` and misses
 nothing (acked ⊆ history, no duplicate, every client's view equals history).
+
+Part of ``make chaos`` (it takes 3-6 minutes here: 1,000 clients in one test process on the
+same two cores as the cluster), not of ``make test``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+
+import pytest
 
 from tests.faults.conftest import FaultEnv
 from tests.faults.report import report
@@ -17,6 +22,7 @@ CLIENTS = 1000
 ROOMS = 50
 
 
+@pytest.mark.chaos
 def test_reconnect_storm_of_1000_clients_after_a_gateway_is_killed(faults: FaultEnv) -> None:
     env = faults
     victim = env.cluster.gateway_procs[0]

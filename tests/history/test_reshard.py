@@ -1,4 +1,4 @@
-"""Changing the number of history shards of a running cluster (python -m tools.reshard):
+"""Changing the number of history shards of a running cluster (python -m services reshard):
 drain, switch, resume while clients send. Nothing acked is lost, nothing is doubled; sends
 during the pause are answered ``unavailable`` and go through on their retry; afterwards
 messages route by the new count (2 -> 4 -> 1 here: a shard added and shards removed)."""
@@ -14,7 +14,7 @@ from services.common.settings import load_settings
 from tests.faults.scene import finish, open_scene
 from tests.faults.traffic import wait_until
 from tools.cluster import Cluster
-from tools.reshard import Resharder
+from services.history.reshard import Resharder
 from tools.seed import Seeder
 
 pytestmark = pytest.mark.scaled

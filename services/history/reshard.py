@@ -1,8 +1,8 @@
 """Change the number of history shards of a running cluster: drain, switch, resume.
 
-    python -m tools.reshard status
-    python -m tools.reshard to 8          # from whatever it is now
-    python -m tools.reshard resume        # after an interrupted run: sends flow again
+    python -m services reshard status
+    python -m services reshard to 8          # from whatever it is now
+    python -m services reshard resume        # after an interrupted run: sends flow again
 
 It uses the services' own settings (``CHAT_DATABASE_URL``, ``CHAT_BROKER_URL``). docs/DEPLOY.md
 describes the procedure; in short:
@@ -184,7 +184,7 @@ class Resharder:
 
 
 async def amain(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.reshard")
+    parser = argparse.ArgumentParser(prog="python -m services reshard")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("status")
     to = sub.add_parser("to")
@@ -205,9 +205,5 @@ async def amain(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    raise SystemExit(asyncio.run(amain(sys.argv[1:])))
-
-
-if __name__ == "__main__":
-    main()
+def main(argv: list[str]) -> None:
+    raise SystemExit(asyncio.run(amain(argv)))
