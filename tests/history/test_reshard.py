@@ -11,10 +11,10 @@ import pytest
 
 from services.common import topology
 from services.common.settings import load_settings
+from services.history.reshard import Resharder
 from tests.faults.scene import finish, open_scene
 from tests.faults.traffic import wait_until
 from tools.cluster import Cluster
-from services.history.reshard import Resharder
 from tools.seed import Seeder
 
 pytestmark = pytest.mark.scaled
