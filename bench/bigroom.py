@@ -121,6 +121,8 @@ class BigRoom:
             "CHAT_SEND_RATE": "1000000",
             "CHAT_SEND_BURST": "1000000",
             "CHAT_ACCESS_TTL": "7200",
+            # the group is the size asked for, and the joins come on top of it
+            "CHAT_MAX_GROUP_MEMBERS": str(int(self.spec["members"]) + int(self.spec["joins"])),
         }
         env.update(self.spec.get("env", {}))
         self.cluster = Cluster(

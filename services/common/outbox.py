@@ -90,7 +90,7 @@ class OutboxRelay:
             if sent == 0:
                 return total
 
-    async def _pass(self, limit: int = 200) -> int:
+    async def _pass(self, limit: int = 1000) -> int:
         conn = await asyncio.to_thread(self.engine.connect)
         try:
             trans = await asyncio.to_thread(conn.begin)
@@ -102,13 +102,14 @@ class OutboxRelay:
                     .with_for_update()
                 ).all()
             )
-            done: list[int] = []
-            try:
-                for row in rows:
-                    await self.bus.publish(row.exchange, row.routing_key, row.body.encode())
-                    done.append(row.id)
-            except PublishError:
-                log.warning("broker refused an outbox event; %d relayed this pass", len(done))
+            # pipelined: a page of events goes out at once, in order (a group of 10,000 is 10,000
+            # events: one confirm round each would take seconds)
+            n = await self.bus.publish_many(
+                [(row.exchange, row.routing_key, row.body.encode()) for row in rows]
+            )
+            done = [row.id for row in rows[:n]]
+            if n < len(rows):
+                log.warning("broker refused an outbox event; %d relayed this pass", n)
             if done:
                 await asyncio.to_thread(
                     lambda: conn.execute(delete(Outbox).where(Outbox.id.in_(done)))

@@ -207,6 +207,26 @@ class AmqpBus(Bus):
         if not isinstance(result, aiormq.spec.Basic.Ack):
             raise PublishError(f"broker did not confirm: {result!r}")
 
+    async def publish_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, timeout: float = 10.0
+    ) -> int:
+        """Every publish is started at once, in order (aiormq writes them to the channel in
+        the order they take its lock, which is this order), then the confirms are awaited."""
+        if not items:
+            return 0
+        results = await asyncio.gather(
+            *(self.publish(ex, key, body, timeout=timeout) for ex, key, body in items),
+            return_exceptions=True,
+        )
+        done = 0
+        for r in results:
+            if isinstance(r, BaseException):
+                if not isinstance(r, PublishError):
+                    log.warning("publish failed: %r", r)
+                break
+            done += 1
+        return done
+
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
         conn = self._require()
         channel = await conn.channel(publisher_confirms=False)
