@@ -39,7 +39,7 @@ async def one(n: int, messages: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     await bus.bind_many("gw.bench", [(topology.MESSAGES, topology.room_binding(r)) for r in rooms])
     bind_s = time.perf_counter() - t0
-    key = topology.room_msg_key(rooms[n // 2])
+    key = topology.room_msg_key(rooms[n // 2], 1)
     body = b'{"type":"message"}'
     t0 = time.perf_counter()
     for i in range(messages):
