@@ -35,6 +35,17 @@ def history_binding(shard: int) -> str:
     return f"room.*.msg.{shard}"
 
 
+def history_batch_key(shard: int) -> str:
+    """A gateway's batch of messages for one shard (history only: gateways do not bind it)."""
+    return f"history.{shard}"
+
+
+def room_live_key(room_id: str) -> str:
+    """Messages of a room for live delivery only (transient, unconfirmed: history has the
+    durable copy); gateways bind it through ``room.<id>.#``, history does not."""
+    return f"room.{room_id}.live"
+
+
 def history_lock(shard: int) -> str:
     """An exclusive queue: held by the one writer consuming the shard (gone with its
     connection, so a dead writer's shards are free at once)."""
@@ -124,7 +135,7 @@ def history_queues(shards: int, delivery_limit: int) -> tuple[QueueSpec, ...]:
                 "x-dead-letter-exchange": DEAD,
                 "x-queue-leader-locator": "balanced",
             },
-            bindings=((MESSAGES, history_binding(k)),),
+            bindings=((MESSAGES, history_binding(k)), (MESSAGES, history_batch_key(k))),
         )
         for k in range(shards)
     )

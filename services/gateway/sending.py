@@ -24,6 +24,7 @@ from services.gateway import metrics
 from services.gateway.connection import Connection
 from services.gateway.lru import AckCache
 from services.gateway.membership import Membership, room_key
+from services.gateway.publisher import Publisher
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
 
@@ -39,6 +40,7 @@ class Sender:
         membership: Membership,
         markers: SyncMarkers,
         acked: AckCache,
+        publisher: Publisher,
     ) -> None:
         self.bus = bus
         self.gw = gateway_id
@@ -46,6 +48,7 @@ class Sender:
         self.membership = membership
         self.markers = markers
         self.acked = acked
+        self.publisher = publisher
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         self.config = HistoryConfig(shards=1)  # the service keeps it current
 
@@ -125,23 +128,15 @@ class Sender:
         if room is not None:
             room.clock = sent
         msg = message_object(mid, room_id, conn.username, frame.body, sent, cmid)
-        body = orjson.dumps(
-            {
-                "type": "message",
-                "message": msg,
-                "sender_id": conn.user_id,
-                "sent_ms": sent,
-                "origin": {"gw": self.gw, "conn": conn.id},
-            }
-        )
+        event = {
+            "type": "message",
+            "message": msg,
+            "sender_id": conn.user_id,
+            "sent_ms": sent,
+            "origin": {"gw": self.gw, "conn": conn.id},
+        }
         try:
-            await self.bus.publish(
-                topology.MESSAGES,
-                topology.room_msg_key(room_id, self.config.shards),
-                body,
-                mandatory=True,
-                persistent=True,
-            )
+            await self.publisher.publish(event)  # in history (confirmed), then to the members
         except PublishError as exc:
             log.warning("publish failed: %s", exc)
             raise FrameError(
@@ -151,7 +146,9 @@ class Sender:
             # a brand-new direct room: the peer's gateway may not have bound it yet, so the
             # first message also travels on the peer's user key, behind the "joined" event
             try:
-                await self.bus.publish(topology.EVENTS, topology.user_key(peer_id), body)
+                await self.bus.publish_transient(
+                    topology.EVENTS, topology.user_key(peer_id), orjson.dumps(event)
+                )
             except PublishError:
                 pass
         return msg

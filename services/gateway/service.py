@@ -47,6 +47,7 @@ from services.gateway.connection import Connection
 from services.gateway.lru import LRU, AckCache
 from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
+from services.gateway.publisher import Publisher
 from services.gateway.sending import Sender, send_error
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
@@ -101,7 +102,10 @@ class GatewayService:
         self.markers = SyncMarkers(bus, self.gw, lambda: self.history.shards)
         self.acked = AckCache(settings.ack_cache_bytes)
         self.seen: LRU[str, None] = LRU(SEEN_MAX)
-        self.sender = Sender(bus, self.gw, self.store, self.membership, self.markers, self.acked)
+        self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_message)
+        self.sender = Sender(
+            bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
+        )
         self.draining = False
         self._recovering: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -422,7 +426,10 @@ class GatewayService:
             if not isinstance(event, dict):
                 return
             kind = event.get("type")
-            if kind == "message":
+            if kind == "live":  # another gateway's messages (history has them already)
+                for message_event in event["messages"]:
+                    self._deliver_message(message_event)
+            elif kind == "message":
                 self._deliver_message(event)
             elif kind == "typing":
                 self._deliver_typing(event)

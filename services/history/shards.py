@@ -39,7 +39,7 @@ from services.common.bus import Bus, Delivery, PublishError
 from services.common.config import HistoryConfig
 from services.common.settings import Settings
 from services.history import metrics
-from services.history.writer import HistoryWriter
+from services.history.writer import GroupCommit, HistoryWriter
 
 log = logging.getLogger("chat.history.shards")
 
@@ -63,6 +63,7 @@ class ShardedWriters:
         self.expiry = expiry
         self.config = HistoryConfig(settings.history_shards)
         self.lanes: dict[int, HistoryWriter] = {}
+        self.group = GroupCommit(engine)  # the shards of this process commit together
         self.peers: dict[str, float] = {}  # other writers: id -> when last heard
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one rebalance at a time
@@ -151,7 +152,13 @@ class ShardedWriters:
                         return
 
     async def _take(self, k: int) -> None:
-        lane = HistoryWriter(self.settings, self.bus, self.engine, queue=topology.history_queue(k))
+        lane = HistoryWriter(
+            self.settings,
+            self.bus,
+            self.engine,
+            queue=topology.history_queue(k),
+            write=self.group.write,
+        )
         try:
             await lane.start()
         except Exception:

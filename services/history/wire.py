@@ -5,6 +5,9 @@ A delivery is one of:
 - a message: ``{"type":"message","message":{"id","room","sender","body","sent_at",
   "client_msg_id"},"sender_id","sent_ms","origin"}`` on ``room.<room_id>.msg.<shard>`` ->
   ``Row``;
+- a batch of messages: ``{"type":"batch","messages":[message, ...]}`` on ``history.<shard>``
+  (what a gateway sends: everything it accepted for the shard in one turn of its loop) ->
+  ``Batch`` (its rows, and the entries that can never be written, each dead-lettered alone);
 - a sync marker: ``{"type":"marker","marker","gw","shard"}`` on ``room._sync.msg.<shard>`` ->
   ``Marker``;
 - anything else -> ``Invalid`` (it can never be written: it goes to the dead-letter queue).
@@ -66,7 +69,14 @@ class Invalid:
     detail: str
 
 
-Item = Row | Marker | Invalid
+@dataclass(frozen=True)
+class Batch:
+    rows: list[Row]
+    invalid: list[tuple[Invalid, bytes]]  # what can never be written, with its own bytes
+
+
+Item = Row | Marker | Invalid | Batch
+MAX_BATCH = 10_000  # messages in one batch delivery
 
 
 def _text(obj: dict[str, Any], key: str, max_len: int, *, empty_ok: bool = False) -> str:
@@ -94,6 +104,8 @@ def decode(body: bytes, routing_key: str) -> Item:
             return Marker(_text(doc, "marker", MARKER_MAX), _text(doc, "gw", GATEWAY_MAX), shard)
         if kind == "message":
             return _row(doc, routing_key)
+        if kind == "batch":
+            return _batch(doc)
         raise ValueError(f"unknown type {kind!r}")
     except ValueError as exc:
         return Invalid("invalid", str(exc))
@@ -125,3 +137,22 @@ def _row(doc: dict[str, Any], routing_key: str) -> Row:
 
 def is_marker_key(routing_key: str) -> bool:
     return routing_key.startswith("room._sync.msg")
+
+
+def _batch(doc: dict[str, Any]) -> Batch:
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_BATCH:
+        raise ValueError(f"messages must be a list of 1..{MAX_BATCH}")
+    rows: list[Row] = []
+    invalid: list[tuple[Invalid, bytes]] = []
+    for m in messages:
+        try:
+            if not isinstance(m, dict) or m.get("type") != "message":
+                raise ValueError("a batch holds messages")
+            room = (
+                (m.get("message") or {}).get("room") if isinstance(m.get("message"), dict) else ""
+            )
+            rows.append(_row(m, f"room.{room}.msg.0"))  # the shard's binding routed the batch
+        except ValueError as exc:
+            invalid.append((Invalid("invalid", str(exc)), orjson.dumps(m)))
+    return Batch(rows, invalid)

@@ -2,15 +2,20 @@
 
 One loop, one batch at a time, in delivery order:
 
-1. collect deliveries until the batch is full (``history_batch_size``), its deadline passes
-   (``history_batch_ms`` after its first delivery) or a sync marker arrives;
-2. decode them; what can never be written (not JSON, missing or invalid fields) is dead-lettered;
+1. collect deliveries until the batch holds ``history_batch_size`` rows, its deadline passes
+   (``history_batch_ms`` after its first delivery) or a sync marker arrives. A delivery is one
+   message, or a gateway's batch of messages (``{"type":"batch"}``: what it accepted for this
+   shard in one turn of its loop);
+2. decode them; a delivery that can never be written (not JSON, missing or invalid fields) is
+   dead-lettered; an entry of a batch that can never be written is dead-lettered alone
+   (published to ``chat.dead``) and the rest of its batch is written;
 3. write every message row in ONE transaction (one idempotent multi-row INSERT, then the rooms'
-   ``last_activity_ms``) in a worker thread. A database fault (connection lost, timeout,
-   deadlock...) keeps the whole batch unacked: back off (exponential, capped) and retry the same
-   batch until it commits; nothing is dropped and nothing is requeued in a loop. A data error
-   (a row the database rejects) switches the batch to row-by-row to find the culprit, which is
-   dead-lettered (``nack(requeue=False)``) while the others are written;
+   ``last_activity_ms``) in a worker thread; with several shards in one process, their
+   batches ready at the same moment share that transaction (``GroupCommit``). A database fault
+   (connection lost, timeout, deadlock...) keeps the whole batch unacked: back off
+   (exponential, capped) and retry the same batch until it commits; nothing is dropped and
+   nothing is requeued in a loop. A data error (a row the database rejects) switches the batch
+   to row-by-row to find the culprit, which is dead-lettered while the others are written;
 4. only after the commit: ack every delivery, and answer every marker with
    ``events.synced(gw, marker)``: every message delivered before it is committed by then.
 
@@ -28,15 +33,17 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy.engine import Engine
 
 from services.common import events, topology
 from services.common.bus import Bus, Delivery, PublishError
 from services.common.settings import Settings
 from services.history import metrics, store
-from services.history.wire import Invalid, Item, Marker, Row, decode, is_marker_key
+from services.history.wire import Batch, Invalid, Marker, Row, decode
 
 log = logging.getLogger("chat.history.writer")
 
@@ -46,8 +53,75 @@ SUSPECT_DELIVERY_COUNT = 2  # came back this many times: write it alone
 @dataclass
 class _Entry:
     delivery: Delivery
-    item: Item
-    rejected: str | None = None
+    rows: list[Row]  # what it carries to write (one message, or a gateway's batch)
+    marker: Marker | None = None
+    invalid: Invalid | None = None  # the delivery as a whole can never be written
+    poison: list[tuple[str, str, bytes]] | None = None  # (reason, detail, bytes) of batch entries
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> _Entry:
+        item = decode(delivery.body, delivery.routing_key)
+        if isinstance(item, Row):
+            return cls(delivery, [item])
+        if isinstance(item, Batch):
+            poison = [(i.reason, i.detail, raw) for i, raw in item.invalid]
+            return cls(delivery, item.rows, poison=poison)
+        if isinstance(item, Marker):
+            return cls(delivery, [], marker=item)
+        return cls(delivery, [], invalid=item)
+
+
+Write = Callable[[list[Row]], Awaitable[store.Written]]
+
+
+class GroupCommit:
+    """One transaction for the batches of several shards that are ready at the same moment
+    (one writer process holding several shards commits once, not once per shard). A batch
+    waits for no one: a commit starts as soon as one is asked for; batches asked for while
+    it runs go together into the next. A failure is every waiter's (each retries or goes
+    row by row, as alone)."""
+
+    def __init__(self, engine: Engine, max_rows: int = 2000) -> None:
+        self.engine = engine
+        self.max_rows = max_rows
+        self._waiting: list[tuple[list[Row], asyncio.Future[store.Written]]] = []
+        self._running = False
+
+    async def write(self, rows: list[Row]) -> store.Written:
+        future: asyncio.Future[store.Written] = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                take: list[tuple[list[Row], asyncio.Future[store.Written]]] = []
+                n = 0
+                while self._waiting and (not take or n + len(self._waiting[0][0]) <= self.max_rows):
+                    rows, fut = self._waiting.pop(0)
+                    take.append((rows, fut))
+                    n += len(rows)
+                every = [r for rows, _ in take for r in rows]
+                try:
+                    written = await asyncio.to_thread(store.write_batch, self.engine, every)
+                except Exception as exc:
+                    for _, fut in take:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                            fut.exception()  # retrieved here; the waiter re-raises it
+                    continue
+                new = {r.id for r in written.new}
+                for rows, fut in take:
+                    mine = [r for r in rows if r.id in new]
+                    if not fut.done():
+                        fut.set_result(
+                            store.Written(mine, len(rows) - len(mine), written.committed_ms)
+                        )
+        finally:
+            self._running = False
 
 
 class HistoryWriter:
@@ -60,6 +134,7 @@ class HistoryWriter:
         queue: str = topology.history_queue(0),
         backlog_interval: float = 5.0,
         max_backoff: float = 5.0,
+        write: Write | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -69,7 +144,8 @@ class HistoryWriter:
         self.batch_seconds = max(0, settings.history_batch_ms) / 1000
         self.backlog_interval = backlog_interval
         self.max_backoff = max_backoff
-        self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self.write: Write = write or self._write_alone
+        self._inbox: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
         self._stopping = False
@@ -114,7 +190,7 @@ class HistoryWriter:
             return  # stopping: leave it unacked, the broker gives it to the next writer
         if delivery.redelivered or delivery.delivery_count:
             metrics.REDELIVERED.inc()
-        self._inbox.put_nowait(delivery)
+        self._inbox.put_nowait(_Entry.of(delivery))
 
     # the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -130,15 +206,16 @@ class HistoryWriter:
                 )
                 await asyncio.sleep(1)
 
-    async def _collect(self) -> list[Delivery]:
-        """The next batch, in delivery order: closes on size, deadline or a marker."""
+    async def _collect(self) -> list[_Entry]:
+        """The next batch, in delivery order: closes on size (rows), deadline or a marker."""
         first = await self._inbox.get()
         if first is None:
             return self._drain_nowait()
         batch = [first]
+        rows = len(first.rows)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.batch_seconds
-        while len(batch) < self.batch_size and not _is_marker(batch[-1]):
+        while rows < self.batch_size and batch[-1].marker is None:
             try:
                 item = self._inbox.get_nowait()
             except asyncio.QueueEmpty:
@@ -153,10 +230,11 @@ class HistoryWriter:
                 batch.extend(self._drain_nowait())
                 break
             batch.append(item)
+            rows += len(item.rows)
         return batch
 
-    def _drain_nowait(self) -> list[Delivery]:
-        out: list[Delivery] = []
+    def _drain_nowait(self) -> list[_Entry]:
+        out: list[_Entry] = []
         while len(out) < self.batch_size:
             try:
                 item = self._inbox.get_nowait()
@@ -166,40 +244,54 @@ class HistoryWriter:
                 out.append(item)
         return out
 
-    async def _process(self, batch: list[Delivery]) -> None:
-        entries = [_Entry(d, decode(d.body, d.routing_key)) for d in batch]
-        row_entries = [e for e in entries if isinstance(e.item, Row)]
+    async def _process(self, batch: list[_Entry]) -> None:
+        row_entries = [e for e in batch if e.rows]
+        rejected: dict[Row, str] = {}
         if row_entries:
             suspect = any(e.delivery.delivery_count >= SUSPECT_DELIVERY_COUNT for e in row_entries)
-            await self._commit(row_entries, one_by_one=suspect)
-        metrics.BATCH_SIZE.observe(len(batch))
+            rejected = await self._commit(row_entries, one_by_one=suspect)
+        metrics.BATCH_SIZE.observe(sum(len(e.rows) for e in batch))
         self.batches += 1
         last_ok: Delivery | None = None
-        for entry in entries:  # settle in delivery order, only now that the batch is committed
-            if isinstance(entry.item, Invalid):
-                await self._dead_letter(entry.delivery, entry.item.reason, entry.item.detail)
-            elif entry.rejected is not None:
-                await self._dead_letter(entry.delivery, "rejected", entry.rejected)
-            elif isinstance(entry.item, Marker):
-                await self._answer(entry.delivery, entry.item)
-            else:
-                last_ok = entry.delivery
+        for entry in batch:  # settle in delivery order, only now that the batch is committed
+            if entry.invalid is not None:
+                await self._dead_letter(entry.delivery, entry.invalid.reason, entry.invalid.detail)
+                continue
+            if entry.marker is not None:
+                await self._answer(entry.delivery, entry.marker)
+                continue
+            bad = [(r, rejected[r]) for r in entry.rows if r in rejected]
+            if len(entry.rows) == 1 and bad and entry.poison is None:  # a single message
+                await self._dead_letter(entry.delivery, "rejected", bad[0][1])
+                continue
+            for reason, detail, raw in entry.poison or []:  # entries of a batch: alone
+                await self._dead_letter_entry(entry.delivery, reason, detail, raw)
+            for row, error in bad:
+                await self._dead_letter_entry(
+                    entry.delivery, "rejected", error, orjson.dumps({"row": row.values(0)})
+                )
+            last_ok = entry.delivery
         if last_ok is not None:
             # one frame acks the whole batch: every earlier delivery is settled by now (the
             # poison ones were nacked above) and later ones have higher delivery tags
             await last_ok.ack(multiple=True)
 
-    async def _commit(self, entries: list[_Entry], *, one_by_one: bool) -> None:
-        rows = [e.item for e in entries if isinstance(e.item, Row)]
+    async def _write_alone(self, rows: list[Row]) -> store.Written:
+        return await asyncio.to_thread(store.write_batch, self.engine, rows)
+
+    async def _commit(self, entries: list[_Entry], *, one_by_one: bool) -> dict[Row, str]:
+        """Commit the entries' rows (retrying a database fault until it commits); the rows the
+        database refused, with why."""
+        rows = [r for e in entries for r in e.rows]
         attempt = 0
         loop = asyncio.get_running_loop()
         while True:
             try:
                 if one_by_one:
-                    written, rejected = await asyncio.to_thread(store.write_each, self.engine, rows)
+                    written, refused = await asyncio.to_thread(store.write_each, self.engine, rows)
                 else:
-                    written = await asyncio.to_thread(store.write_batch, self.engine, rows)
-                    rejected = []
+                    written = await self.write(rows)
+                    refused = []
                 break
             except Exception as exc:
                 if store.is_data_error(exc) and not one_by_one:
@@ -224,11 +316,8 @@ class HistoryWriter:
         if self.failing_since is not None:
             log.info("database writes recovered after %d retries", attempt)
             self.failing_since = None
-        by_row = {r.row: r.error for r in rejected}
-        for entry in entries:
-            if isinstance(entry.item, Row):
-                entry.rejected = by_row.get(entry.item)
         self._record(written)
+        return {r.row: r.error for r in refused}
 
     def _record(self, written: store.Written) -> None:
         metrics.WRITTEN.inc(len(written.new))
@@ -252,6 +341,24 @@ class HistoryWriter:
         )
         metrics.DEAD_LETTERS.labels(reason).inc()
         await delivery.nack(requeue=False)
+
+    async def _dead_letter_entry(
+        self, delivery: Delivery, reason: str, detail: str, raw: bytes
+    ) -> None:
+        """One entry of a batch that can never be written: to the dead-letter exchange on its
+        own (its batch is acked once the rest is committed)."""
+        log.error("dead-lettering one message of a batch (%s): %s", reason, detail)
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        headers = {"x-chat-reason": reason, "x-chat-detail": detail[:200]}
+        for attempt in range(5):
+            try:
+                await self.bus.publish(
+                    topology.DEAD, delivery.routing_key, raw, persistent=True, headers=headers
+                )
+                return
+            except PublishError:
+                await asyncio.sleep(0.1 * 2**attempt)
+        log.error("could not dead-letter a message of a batch; it is dropped: %s", detail)
 
     async def _answer(self, delivery: Delivery, marker: Marker) -> None:
         """Everything delivered before the marker is committed: tell its gateway."""
@@ -281,7 +388,3 @@ def _first(exc: BaseException) -> str:
     in the logs)."""
     text = str(exc)
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def _is_marker(delivery: Delivery) -> bool:
-    return is_marker_key(delivery.routing_key)

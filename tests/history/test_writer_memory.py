@@ -17,7 +17,7 @@ from services.common import topology
 from services.common.bus import Bus, Delivery
 from services.common.models import Message, Room
 from services.history import metrics, store
-from services.history.writer import HistoryWriter
+from services.history.writer import HistoryWriter, _Entry
 
 from .helpers import add_room, count_rows, eventually, marker, message_ids, publish, settings, wire
 
@@ -287,7 +287,7 @@ async def test_a_delivery_that_keeps_coming_back_is_written_alone(
         acked.set()
 
     delivery._ack = ack
-    await w._process([delivery])
+    await w._process([_Entry.of(delivery)])
     assert acked.is_set() and calls == ["each"] and message_ids(sqlite_engine) == [mid]
 
 
@@ -297,3 +297,51 @@ def _spy(fn: Any, calls: list[str], name: str) -> Any:
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+async def test_a_gateways_batch_is_written_and_its_bad_entries_go_alone_to_the_dead_letters(
+    sqlite_engine: Engine, memory_bus: Bus
+) -> None:
+    """issue 15: one delivery carries many messages; an entry that can never be written (bad
+    fields) and one the database refuses are dead-lettered alone, the rest of the batch is
+    written, and the delivery is acked (the gateways' senders were acked on its confirm)."""
+    room = ROOMS[1]
+    add_room(sqlite_engine, room, [(ALICE, "alice")])
+    with sqlite_engine.begin() as conn:  # a row the database itself rejects
+        conn.execute(
+            text(
+                "CREATE TRIGGER reject_in_batch BEFORE INSERT ON messages "
+                "WHEN NEW.body = 'REJECT-ME' BEGIN SELECT RAISE(ABORT, 'rejected'); END"
+            )
+        )
+    events, good = [], []
+    for i in range(20):
+        _, body, mid = wire(room, ALICE, f"b{i}", body="REJECT-ME" if i == 7 else f"b {i}")
+        doc = orjson.loads(body)
+        if i == 3:
+            del doc["sender_id"]
+        elif i != 7:
+            good.append(mid)
+        events.append(doc)
+    batch = orjson.dumps({"type": "batch", "messages": events})
+    dead: list[dict[str, Any]] = []
+
+    async def on_dead(delivery: Delivery) -> None:
+        dead.append(orjson.loads(delivery.body))
+        await delivery.ack()
+
+    await memory_bus.consume(topology.DEAD_QUEUE, on_dead, prefetch=10)
+    w = HistoryWriter(settings(history_batch_size=50), memory_bus, sqlite_engine)
+    await w.start()
+    try:
+        await publish(memory_bus, topology.history_batch_key(0), batch)
+        await eventually(lambda: count_rows(sqlite_engine) == 18, what="the 18 good messages")
+        await eventually(lambda: unacked(memory_bus) == 0, what="the batch acked")
+        await eventually(lambda: len(dead) == 2, what="two dead letters")
+    finally:
+        await w.stop()
+    assert sorted(message_ids(sqlite_engine)) == sorted(good)
+    bad_fields = [d for d in dead if "row" not in d]
+    refused = [d["row"] for d in dead if "row" in d]
+    assert [d["message"]["client_msg_id"] for d in bad_fields] == ["b3"]  # as it came
+    assert [r["client_msg_id"] for r in refused] == ["b7"] and refused[0]["body"] == "REJECT-ME"

@@ -45,6 +45,10 @@ CONNECT_TIMEOUT = 10.0
 # here); a few channels at once are ~1.6x faster, more do not help (measured on RabbitMQ 3.10)
 BIND_CHANNELS = 4
 
+_TRANSIENT = aiormq.spec.Basic.Properties(
+    content_type="application/json", delivery_mode=1, message_id="live"
+)
+
 # seconds between reconnection attempts (aio-pika's default is 5); with several nodes, each
 # attempt goes to the next one
 RECONNECT_INTERVAL = 2.0
@@ -73,6 +77,8 @@ class AmqpBus(Bus):
         self._consumer_channels: list[AbstractRobustChannel] = []
         self._raw_consumers: list[tuple[AbstractRobustChannel, str, Any, bool]] = []
         self._raw_pub: aiormq.abc.AbstractChannel | None = None
+        self._fast: AbstractRobustChannel | None = None  # no confirms: transient publishes
+        self._raw_fast: aiormq.abc.AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._history_shards = 0  # declared; declared again after a reconnect
 
@@ -100,6 +106,7 @@ class AmqpBus(Bus):
         self._conn.reconnect_callbacks.add(self._reconnected)
         self._conn.close_callbacks.add(self._closed)
         self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._fast = await self._conn.channel(publisher_confirms=False)
         self._ctl = await self._conn.channel(publisher_confirms=False)
         await self._declare(self._ctl)
         self._binders = [
@@ -122,6 +129,7 @@ class AmqpBus(Bus):
     def _reconnected(self, *_: Any) -> None:
         log.info("broker connection restored")
         self._raw_pub = None
+        self._raw_fast = None
         self._spawn(self._after_reconnect())
 
     async def _after_reconnect(self) -> None:
@@ -206,6 +214,27 @@ class AmqpBus(Bus):
             raise BusUnavailable(f"broker unavailable: {exc!r}") from exc
         if not isinstance(result, aiormq.spec.Basic.Ack):
             raise PublishError(f"broker did not confirm: {result!r}")
+
+    async def publish_transient(self, exchange: str, routing_key: str, body: bytes) -> None:
+        """On a channel without confirms: written to the socket, nothing awaited."""
+        if not self.connected or self._fast is None:
+            raise BusUnavailable("not connected to the broker")
+        try:
+            channel = self._raw_fast
+            if channel is None or channel.is_closed:
+                channel = self._raw_fast = await self._fast.get_underlay_channel()
+            await channel.basic_publish(  # type: ignore[call-arg]
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=_TRANSIENT,
+                wait=False,
+            )
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BusUnavailable("broker connection lost while publishing") from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"broker unavailable: {exc!r}") from exc
 
     async def publish_many(
         self, items: Sequence[tuple[str, str, bytes]], *, timeout: float = 10.0

@@ -91,6 +91,11 @@ class Bus(abc.ABC):
         ``mandatory=True`` raises if no queue received the message.
         """
 
+    async def publish_transient(self, exchange: str, routing_key: str, body: bytes) -> None:
+        """Route a message as cheaply as the broker allows: not persistent, not confirmed, not
+        mandatory (raise PublishError only when there is no broker to take it)."""
+        await self.publish(exchange, routing_key, body)
+
     async def publish_many(
         self, items: Sequence[tuple[str, str, bytes]], *, timeout: float = 10.0
     ) -> int:

@@ -2,9 +2,8 @@
 with bindings, manual acks with requeue, a delivery limit and dead-lettering, mandatory
 publishes that fail when nothing is bound. Used by the all-in-one mode and by tests.
 
-Durability: nothing here survives the process, so a *persistent* publish that reaches one of
-the topology's durable queues (the history queue) is confirmed only once that queue's
-consumer has acked it, i.e. once the history writer has committed it to the database. An ack
+Durability: nothing here survives the process, so a *persistent* publish that reaches a history
+shard is confirmed only once that queue's consumer has acked it, i.e. once the history writer has committed it to the database. An ack
 to a sender therefore means "on disk" in the all-in-one mode too (RabbitMQ confirms once the
 quorum queue has it; here the database is the first durable place)."""
 
@@ -70,8 +69,8 @@ class MemoryBus(Bus):
             if ex.name not in self._routes:
                 self._routes[ex.name] = FanoutIndex() if ex.kind == "fanout" else TopicIndex()
         for spec in topology.durable_queues(self.delivery_limit):
-            if spec.name not in self._queues:
-                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments), durable=True)
+            if spec.name not in self._queues:  # the dead letters: nobody consumes them here
+                self._queues[spec.name] = _Queue(spec.name, dict(spec.arguments))
             for exchange, key in spec.bindings:
                 await self.bind(spec.name, exchange, key)
         self._connected = True
