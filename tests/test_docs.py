@@ -1,15 +1,26 @@
 """The project's documents hold: every relative link in README.md, docs/ and every other Markdown
-file of the repository resolves inside it (to a tracked file, and to a heading where it names
-one)."""
+file of the repository resolves inside it (to a tracked file, and to a heading where it names one), and the OpenAPI document
+lists exactly the REST calls the all-in-one app serves (every path and method in it is served;
+every served REST path and method is in it)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
-from services.common.settings import ROOT
+import httpx
+import pytest
+import yaml
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from services.auth import OPENAPI_FILE
+from services.common.settings import ROOT, Settings
+from tests.support.inprocess import build_app
 
 DOCS = sorted(
     p
@@ -18,6 +29,7 @@ DOCS = sorted(
         part.startswith(".") or part in ("var", "build") for part in p.relative_to(ROOT).parts
     )
 )
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REF_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s.*)?$", re.M)
 
@@ -128,3 +140,127 @@ def test_slugs_are_githubs() -> None:
     assert slug("Resuming after any disconnect (no gap, no duplicate)") == (
         "resuming-after-any-disconnect-no-gap-no-duplicate"
     )
+
+
+# the OpenAPI document vs what is served ----------------------------------------------------
+def openapi_operations() -> set[tuple[str, str]]:
+    doc = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
+    return {
+        (path, method.upper())
+        for path, item in doc["paths"].items()
+        for method in item
+        if method.upper() in METHODS
+    }
+
+
+@pytest.fixture(scope="module")
+def allinone_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Starlette, Flask]]:
+    """The all-in-one app built in-process (services.app.create_app, target `all`), and the
+    Flask auth app as the auth target serves it (services.auth.create_app)."""
+    from services.auth import create_app as create_auth_app
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('docs') / 'chat.db'}"
+    settings = Settings(
+        target="all",
+        database_url=url,
+        broker_url="memory://",
+        jwt_secret="docs-test-" + "x" * 40,
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        log_json=False,
+    )
+    app = build_app(settings)
+    yield app, create_auth_app(settings)
+    app.state.engine.dispose()
+
+
+def _sample(path: str) -> str:
+    """A concrete URL for an OpenAPI or route path: each {parameter} filled in."""
+    return re.sub(r"\{[^}]+\}", "a" * 26, path)
+
+
+def _routing_miss(response: httpx.Response) -> bool:
+    """Whether the answer is the router's: no such path (404 not_found) or method (405)."""
+    if response.status_code == 405:
+        return True
+    if response.status_code != 404:
+        return False
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return True  # not our JSON error: the static files' 404
+    return bool(code == "not_found")
+
+
+async def _misses(app: Starlette, operations: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The operations the all-in-one ASGI app (auth prefix dispatch included) does not serve."""
+    transport = httpx.ASGITransport(app=app.state.asgi)
+    missed = set()
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        for path, method in sorted(operations):
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            r = await client.request(method, _sample(path), json=body)
+            if _routing_miss(r):
+                missed.add((path, method))
+    return missed
+
+
+def _flask_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+async def served_operations(app: Starlette, flask_app: Flask) -> set[tuple[str, str]]:
+    """Every REST path and method served: the auth app's url_map, and the Starlette routes
+    (gateway, history, operations) less the methods a route answers with 405."""
+    served = {
+        (_flask_path(rule.rule), method)
+        for rule in flask_app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods or ()
+        if method in METHODS
+    }
+    routes = {
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method in METHODS
+    }
+    return served | (routes - await _misses(app, routes))
+
+
+@pytest.mark.anyio
+async def test_openapi_lists_exactly_what_is_served(
+    allinone_app: tuple[Starlette, Flask],
+) -> None:
+    app, flask_app = allinone_app
+    documented = openapi_operations()
+    served = await served_operations(app, flask_app)
+    for expected in [
+        ("/api/auth/login", "POST"),
+        ("/api/rooms/{room_id}/members/{username}", "DELETE"),
+        ("/api/history/{room_id}", "GET"),
+        ("/api/presence", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+    ]:
+        assert expected in served  # the enumeration itself sees every service
+    assert ("/api/history/{room_id}", "POST") not in served  # a JSON 405 is not "served"
+    assert not documented - served, f"in the OpenAPI, not served: {documented - served}"
+    assert not served - documented, f"served, not in the OpenAPI: {served - documented}"
+    assert not await _misses(app, documented), "documented, but the all-in-one app misses it"
+
+
+@pytest.mark.anyio
+async def test_the_served_check_sees_a_path_that_is_not_there(
+    allinone_app: tuple[Starlette, Flask],
+) -> None:
+    app, _ = allinone_app
+    ghost = {("/api/rooms/{room_id}/archive", "POST"), ("/api/presence", "DELETE")}
+    assert await _misses(app, ghost | {("/api/presence", "GET")}) == ghost
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
