@@ -3,7 +3,7 @@
     .venv/bin/python bench/history_writer.py --messages 20000
 
 Creates its own vhost and database (dropped at the end), runs the writer as its own process
-(``uvicorn services.history.app:create_app --factory``, as in production) and publishes messages
+(``python -m services history``, as in production) and publishes messages
 to ``chat.messages`` with publisher confirms, pipelined, as fast as it can. Two phases:
 
 - live: the writer runs while the messages are published; reports the writer's sustained rate
@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import PYTHON, cpu_seconds, free_port, wait_http  # noqa: E402
 from services.common import topology  # noqa: E402
 from services.common.bus import create_bus  # noqa: E402
 from services.common.db import make_engine  # noqa: E402
@@ -61,16 +61,7 @@ def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
     return topology.room_msg_key(room), orjson.dumps(doc)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess.Popen[bytes]:
-    port = free_port()
+def writer_env(args: argparse.Namespace, amqp: str, db_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     env.update(
         CHAT_TARGET="history",
@@ -79,36 +70,24 @@ def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess
         CHAT_JWT_SECRET="bench-" + "x" * 40,
         CHAT_PORT=str(port),
         CHAT_GATEWAY_ID="bench",
+        CHAT_LOG_LEVEL="WARNING",
         CHAT_HISTORY_BATCH_SIZE=str(args.batch_size),
         CHAT_HISTORY_BATCH_MS=str(args.batch_ms),
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "services.history.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    import urllib.request
+    return env
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("writer did not become ready")
+
+def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess.Popen[bytes]:
+    """The history target, started as production starts it (tools/cluster.py does the same)."""
+    port = free_port()
+    env = writer_env(args, amqp, db_url, port)
+    proc = subprocess.Popen([PYTHON, "-m", "services", "history"], cwd=ROOT, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", 30, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        raise SystemExit(f"writer did not become ready: {exc}") from None
+    return proc
 
 
 async def publish(
