@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/history_writer.py --messages 20000
 
-Creates its own vhost and database (dropped at the end), runs the writer as its own process
-(``python -m services history``, as in production) and publishes messages
+Creates its own vhost and database (tools/scratch.py; dropped at the end), migrates it, runs the
+writer as its own process (``python -m services history``, as in production) and publishes messages
 to ``chat.messages`` with publisher confirms, pipelined, as fast as it can. Two phases:
 
 - live: the writer runs while the messages are published; reports the writer's sustained rate
@@ -24,11 +24,12 @@ import platform
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +39,8 @@ from services.common import topology  # noqa: E402
 from services.common.bus import create_bus  # noqa: E402
 from services.common.db import make_engine  # noqa: E402
 from services.common.ids import iso_ms, message_id, now_ms  # noqa: E402
-from services.common.models import Base, Message  # noqa: E402
+from services.common.models import Message  # noqa: E402
+from tools import scratch  # noqa: E402
 
 
 def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
@@ -88,6 +90,28 @@ def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess
         proc.kill()
         raise SystemExit(f"writer did not become ready: {exc}") from None
     return proc
+
+
+def migrate(args: argparse.Namespace, amqp: str, db_url: str) -> None:
+    """The production schema: ``python -m services migrate``."""
+    env = writer_env(args, amqp, db_url, 0)
+    subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
+
+
+def mysql_server(url: str) -> dict[str, Any]:
+    """tools/scratch.py's keywords for the database server of a ``mysql://`` URL."""
+    m = urlsplit(url)
+    return {
+        "host": m.hostname or "127.0.0.1",
+        "port": m.port or 3306,
+        "user": m.username or "root",
+        "password": m.password or "",
+    }
+
+
+def with_path(url: str, name: str) -> str:
+    """The server URL ``url`` pointed at vhost or database ``name``."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 async def publish(
@@ -167,19 +191,20 @@ def main() -> None:
     ap.add_argument("--mysql", default="mysql://root@127.0.0.1:3306/")
     args = ap.parse_args()
 
-    name = f"bench_history_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    admin = create_engine(args.mysql.replace("mysql://", "mysql+pymysql://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    amqp, db_url = args.amqp + name, args.mysql + name
+    server = mysql_server(args.mysql)
+    vhost = scratch.create_vhost("bench_history", user=urlsplit(args.amqp).username or "guest")
+    database = scratch.create_database("bench_history", **server)
+    amqp, db_url = with_path(args.amqp, vhost), with_path(args.mysql, database)
+    try:
+        run(args, amqp, db_url)
+    finally:
+        scratch.drop_database(database, **server)
+        scratch.delete_vhost(vhost)
+
+
+def run(args: argparse.Namespace, amqp: str, db_url: str) -> None:
+    migrate(args, amqp, db_url)
     engine = make_engine(db_url)
-    Base.metadata.create_all(engine)
     print(
         f"machine: {platform.node()} {os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
@@ -239,10 +264,6 @@ def main() -> None:
         writer.terminate()
         writer.wait(30)
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
-        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True)
 
 
 if __name__ == "__main__":
