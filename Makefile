@@ -9,7 +9,8 @@ GATEWAYS ?= 3
 CLUSTER_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run cluster cluster-down migrate test check fmt setup-system bench bench-smoke chaos clean venv
+.PHONY: run cluster cluster-down migrate test screenshots check fmt setup-system bench bench-smoke \
+	chaos clean venv
 
 venv: $(VENV)/.installed
 
@@ -47,6 +48,12 @@ setup-system:
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+## refresh the committed screenshots in docs/screenshots/ (the browser tests on the scaled
+## mode; a plain test run writes its screenshots to a temporary directory)
+screenshots: venv
+	CHAT_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q \
+	  tests/browser/test_chat_browser.py $(PYTEST_ARGS)
+
 check: venv
 	$(VENV)/bin/ruff format --check services tests tools
 	$(VENV)/bin/ruff check services tests tools
@@ -72,4 +79,5 @@ bench-smoke: venv
 ## the long fault-injection soak: tests marked `chaos` in tests/faults (private RabbitMQ and
 ## MariaDB nodes started by the tests; ~10 min). CHAT_SOAK_SECONDS / CHAT_SOAK_CLIENTS tune it.
 chaos: venv
-	CHAT_CHAOS=1 $(PY) -m pytest -q -rA -m chaos tests/faults $(PYTEST_ARGS)
+	CHAT_CHAOS=1 CHAT_RELIABILITY_DIR=$(CURDIR)/var/reliability \
+	  $(PY) -m pytest -q -rA -m chaos tests/faults $(PYTEST_ARGS)

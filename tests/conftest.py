@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support import services as svc
 from tests.support.allinone import AllInOne
@@ -21,6 +22,16 @@ from tests.support.private_rabbit_cluster import (  # noqa: F401  (fixtures for 
     rabbit_cluster_module,
 )
 from tools.cluster import Cluster, Proc, free_port
+
+# Tests write only to temporary directories: Hypothesis (under schemathesis) would keep its
+# caches in .hypothesis/ of the working directory.
+HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="chat-hypothesis-"))
+set_hypothesis_home_dir(str(HYPOTHESIS_HOME))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
+
 
 FAST_ENV = {
     "CHAT_PRESENCE_HEARTBEAT": "1",
