@@ -46,6 +46,27 @@ FAST_ENV = {
 }
 
 
+# The scaled mode's infrastructure. A test that needs any of these fixtures (directly or through
+# another fixture) is marked `scaled` at collection: `make test` runs it, `make test-fast` not.
+SCALED_FIXTURES = frozenset(
+    {
+        "cluster",  # gunicorn auth, uvicorn gateways and history on RabbitMQ and MariaDB
+        "rabbit_vhost",
+        "mysql_database",
+        "mariadb_url",  # tests/auth: the shared MariaDB
+        "rabbit_url",  # tests/history: the shared RabbitMQ and MariaDB
+        "mysql_url",
+        "fault_env",  # tests/faults: private RabbitMQ and MariaDB nodes
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SCALED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.scaled)
+
+
 @pytest.fixture(scope="session")
 def allinone() -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="chat-aio-"))
@@ -115,9 +136,10 @@ def scaled(cluster: Cluster) -> Stack:
     return cluster_stack(cluster)
 
 
-@pytest.fixture(params=["allinone", "scaled"])
+@pytest.fixture(params=["allinone", pytest.param("scaled", marks=pytest.mark.scaled)])
 def stack(request: pytest.FixtureRequest) -> Stack:
-    """One test body, both run modes."""
+    """One test body, both run modes (the scaled half is marked `scaled`: `make test-fast`
+    runs the all-in-one half only)."""
     if request.param == "allinone":
         return request.getfixturevalue("allinone")  # type: ignore[no-any-return]
     c: Cluster = request.getfixturevalue("cluster")

@@ -105,7 +105,6 @@ def test_auth_api_conforms_to_openapi(fuzz_app: Flask, mode: GenerationMode) -> 
         assert len(calls) >= 8  # every operation with a body or path parameter
 
 
-@pytest.mark.scaled
 def test_running_service_conforms_to_openapi(stack: Stack) -> None:
     """The same run over HTTP against the auth service as deployed (both run modes).
 
