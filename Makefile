@@ -64,13 +64,13 @@ screenshots: venv
 	  tests/browser/test_chat_browser.py $(PYTEST_ARGS)
 
 check: venv
-	$(VENV)/bin/ruff format --check services tests tools
-	$(VENV)/bin/ruff check services tests tools
+	$(VENV)/bin/ruff format --check services tests tools bench
+	$(VENV)/bin/ruff check services tests tools bench
 	$(VENV)/bin/mypy services
 
 fmt: venv
-	$(VENV)/bin/ruff format services tests tools
-	$(VENV)/bin/ruff check --fix services tests tools
+	$(VENV)/bin/ruff format services tests tools bench
+	$(VENV)/bin/ruff check --fix services tests tools bench
 
 clean:
 	rm -rf var $(VENV)
