@@ -61,10 +61,16 @@ SCALED_FIXTURES = frozenset(
 )
 
 
+# Every collected test, before -m/-k deselect any: tests/test_selection.py checks the markers.
+COLLECTED = pytest.StashKey[list[pytest.Item]]()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SCALED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.scaled)
+    config.stash[COLLECTED] = list(items)
 
 
 @pytest.fixture(scope="session")
