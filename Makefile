@@ -53,9 +53,10 @@ test: venv
 
 ## the inner loop (under 2 min): unit and all-in-one tests. Leaves out every test marked
 ## `scaled` (the scaled half of a both-modes test, the MariaDB half of a both-databases test,
-## real RabbitMQ/MariaDB, clusters, private nodes, the fault suite, the bench smoke run)
+## real RabbitMQ/MariaDB, clusters, private nodes, the fault suite, the bench smoke run) and
+## the `browser` tests (Chromium)
 test-fast: venv
-	$(PY) -m pytest -q -m "not scaled" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not scaled and not browser" $(PYTEST_ARGS)
 
 ## refresh the committed screenshots in docs/screenshots/ (the browser tests on the scaled
 ## mode; a plain test run writes its screenshots to a temporary directory)

@@ -57,6 +57,7 @@ SCALED_FIXTURES = frozenset(
         "rabbit_url",  # tests/history: the shared RabbitMQ and MariaDB
         "mysql_url",
         "fault_env",  # tests/faults: private RabbitMQ and MariaDB nodes
+        "rabbit_cluster_module",  # a private 3-node RabbitMQ cluster
     }
 )
 

@@ -1,7 +1,7 @@
-"""`make test-fast` is pytest -m "not scaled": the `scaled` marker must fall on the scaled half of
-every both-modes test and the MariaDB half of every both-databases test, never on their
-all-in-one and SQLite halves, and on the whole fault suite. Checked on every test this session
-collected (before -m or -k deselected any; free: no second pytest)."""
+"""`make test-fast` is pytest -m "not scaled and not browser": the `scaled` marker must fall on
+the scaled half of every both-modes test and the MariaDB half of every both-databases test,
+never on their all-in-one and SQLite halves, and on the whole fault suite. Checked on every test
+this session collected (before -m or -k deselected any; free: no second pytest)."""
 
 from __future__ import annotations
 
