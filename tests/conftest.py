@@ -58,6 +58,7 @@ SCALED_FIXTURES = frozenset(
         "mysql_url",
         "fault_env",  # tests/faults: private RabbitMQ and MariaDB nodes
         "rabbit_cluster_module",  # a private 3-node RabbitMQ cluster
+        "sharded_cluster",  # tests/history: a cluster with several history writers
     }
 )
 
