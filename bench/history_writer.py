@@ -43,7 +43,7 @@ from services.common.models import Message  # noqa: E402
 from tools import scratch  # noqa: E402
 
 
-def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
+def wire(room: str, sender_id: str, cmid: str, body: str, shards: int) -> tuple[str, bytes]:
     ms = now_ms()
     mid = message_id(sender_id, cmid)
     doc = {
@@ -60,7 +60,7 @@ def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
         "sent_ms": ms,
         "origin": {"gw": "bench", "conn": "c"},
     }
-    return topology.room_msg_key(room), orjson.dumps(doc)
+    return topology.room_msg_key(room, shards), orjson.dumps(doc)
 
 
 def writer_env(args: argparse.Namespace, amqp: str, db_url: str, port: int) -> dict[str, str]:
@@ -75,6 +75,7 @@ def writer_env(args: argparse.Namespace, amqp: str, db_url: str, port: int) -> d
         CHAT_LOG_LEVEL="WARNING",
         CHAT_HISTORY_BATCH_SIZE=str(args.batch_size),
         CHAT_HISTORY_BATCH_MS=str(args.batch_ms),
+        CHAT_HISTORY_SHARDS=str(args.shards),
     )
     return env
 
@@ -115,11 +116,21 @@ def with_path(url: str, name: str) -> str:
 
 
 async def publish(
-    amqp: str, n: int, rooms: int, body_len: int, tag: str, window: int, rate: float = 0
+    amqp: str,
+    n: int,
+    rooms: int,
+    body_len: int,
+    tag: str,
+    window: int,
+    rate: float = 0,
+    *,
+    shards: int,
 ) -> float:
-    """n confirmed publishes, ``window`` awaiting confirms at once; paced to ``rate``/s if set."""
+    """n confirmed publishes, ``window`` awaiting confirms at once; paced to ``rate``/s if set;
+    routed to the ``shards`` history queues as a gateway routes them."""
     bus = create_bus(amqp)
     await bus.connect()
+    await bus.declare_history(shards)
     body = "x" * body_len
     t0 = time.perf_counter()
     if rate:
@@ -131,7 +142,7 @@ async def publish(
                 await asyncio.sleep(delay)
         chunk = []
         for i in range(start, min(n, start + window)):
-            key, payload = wire(f"room{i % rooms:022d}", "u" * 26, f"{tag}-{i}", body)
+            key, payload = wire(f"room{i % rooms:022d}", "u" * 26, f"{tag}-{i}", body, shards)
             chunk.append(bus.publish(topology.MESSAGES, key, payload, mandatory=True))
         await asyncio.gather(*chunk)
     elapsed = time.perf_counter() - t0
@@ -184,6 +195,9 @@ def main() -> None:
     ap.add_argument("--batch-ms", type=int, default=20)
     ap.add_argument("--window", type=int, default=500, help="publishes awaiting confirms at once")
     ap.add_argument(
+        "--shards", type=int, default=1, help="history queues (CHAT_HISTORY_SHARDS) of the writer"
+    )
+    ap.add_argument(
         "--rates", default="500,1000,2000", help="paced phases (msg/s, --paced-s each) for the lag"
     )
     ap.add_argument("--paced-s", type=float, default=5.0, help="length of each paced phase")
@@ -211,13 +225,18 @@ def run(args: argparse.Namespace, amqp: str, db_url: str) -> None:
     )
     print(
         f"messages={args.messages} rooms={args.rooms} body={args.body} chars "
-        f"batch_size={args.batch_size} batch_ms={args.batch_ms} window={args.window}"
+        f"batch_size={args.batch_size} batch_ms={args.batch_ms} window={args.window} "
+        f"shards={args.shards}"
     )
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     writer = start_writer(args, amqp, db_url)
     try:
         # live: writer running while we publish as fast as we can
-        secs = asyncio.run(publish(amqp, args.messages, args.rooms, args.body, "live", args.window))
+        secs = asyncio.run(
+            publish(
+                amqp, args.messages, args.rooms, args.body, "live", args.window, shards=args.shards
+            )
+        )
         print(
             f"live: published {args.messages} confirmed in {secs:.2f}s "
             f"({args.messages / secs:.0f}/s)"
@@ -234,7 +253,16 @@ def run(args: argparse.Namespace, amqp: str, db_url: str) -> None:
             n = max(1, int(rate * args.paced_s))
             cpu0 = cpu_seconds(writer.pid)
             secs = asyncio.run(
-                publish(amqp, n, args.rooms, args.body, f"rate{rate}", args.window, rate)
+                publish(
+                    amqp,
+                    n,
+                    args.rooms,
+                    args.body,
+                    f"rate{rate}",
+                    args.window,
+                    rate,
+                    shards=args.shards,
+                )
             )
             done += n
             wait_rows(engine, done, 300)
@@ -249,7 +277,15 @@ def run(args: argparse.Namespace, amqp: str, db_url: str) -> None:
         writer.wait(30)
         # backlog: publish with no writer, then drain
         secs = asyncio.run(
-            publish(amqp, args.messages, args.rooms, args.body, "backlog", args.window)
+            publish(
+                amqp,
+                args.messages,
+                args.rooms,
+                args.body,
+                "backlog",
+                args.window,
+                shards=args.shards,
+            )
         )
         print(
             f"backlog: published {args.messages} confirmed in {secs:.2f}s "
