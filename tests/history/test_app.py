@@ -32,7 +32,7 @@ async def test_create_app_end_to_end_all_in_memory(tmp_path: Path) -> None:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     add_room(engine, ROOM, [(ALICE, "alice")])
-    s = settings(target="history", database_url=url, broker_url="memory://")
+    s = settings(target="history", database_url=url, broker_url="memory://", history_shards=1)
     app = build_app(s)
     sid = new_id()
     token, _ = issue_access(s, ALICE, "alice", sid)
