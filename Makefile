@@ -1,4 +1,5 @@
 # The chat platform. Two commands: `make run` and `make test`. See README.md.
+# The inner loop: `make test-fast` (unit and all-in-one tests, under 2 minutes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,8 @@ GATEWAYS ?= 3
 CLUSTER_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run cluster cluster-down migrate test check fmt setup-system bench bench-smoke chaos clean venv
+.PHONY: run cluster cluster-down migrate test test-fast screenshots check fmt setup-system bench \
+	bench-smoke chaos clean venv
 
 venv: $(VENV)/.installed
 
@@ -44,17 +46,32 @@ setup-system:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "system packages present"; fi
 
+## the complete suite, what CI runs (.ci/run: CI=true make test): unit, all-in-one, scaled,
+## fault-injection, browser and benchmark-smoke tests (~10 min on 2 cores)
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+## the inner loop (under 2 min): unit and all-in-one tests. Leaves out every test marked
+## `scaled` (the scaled half of a both-modes test, the MariaDB half of a both-databases test,
+## real RabbitMQ/MariaDB, clusters, private nodes, the fault suite, the bench smoke run) and
+## the `browser` tests (Chromium)
+test-fast: venv
+	$(PY) -m pytest -q -m "not scaled and not browser" $(PYTEST_ARGS)
+
+## refresh the committed screenshots in docs/screenshots/ (the browser tests on the scaled
+## mode; a plain test run writes its screenshots to a temporary directory)
+screenshots: venv
+	CHAT_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q \
+	  tests/browser/test_chat_browser.py $(PYTEST_ARGS)
+
 check: venv
-	$(VENV)/bin/ruff format --check services tests tools
-	$(VENV)/bin/ruff check services tests tools
+	$(VENV)/bin/ruff format --check services tests tools bench
+	$(VENV)/bin/ruff check services tests tools bench
 	$(VENV)/bin/mypy services
 
 fmt: venv
-	$(VENV)/bin/ruff format services tests tools
-	$(VENV)/bin/ruff check --fix services tests tools
+	$(VENV)/bin/ruff format services tests tools bench
+	$(VENV)/bin/ruff check --fix services tests tools bench
 
 clean:
 	rm -rf var $(VENV)
@@ -72,4 +89,5 @@ bench-smoke: venv
 ## the long fault-injection soak: tests marked `chaos` in tests/faults (private RabbitMQ and
 ## MariaDB nodes started by the tests; ~10 min). CHAT_SOAK_SECONDS / CHAT_SOAK_CLIENTS tune it.
 chaos: venv
-	CHAT_CHAOS=1 $(PY) -m pytest -q -rA -m chaos tests/faults $(PYTEST_ARGS)
+	CHAT_CHAOS=1 CHAT_RELIABILITY_DIR=$(CURDIR)/var/reliability \
+	  $(PY) -m pytest -q -rA -m chaos tests/faults $(PYTEST_ARGS)

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/history_writer.py --messages 20000
 
-Creates its own vhost and database (dropped at the end), runs the writer as its own process
-(``uvicorn services.history.app:create_app --factory``, as in production) and publishes messages
+Creates its own vhost and database (tools/scratch.py; dropped at the end), migrates it, runs the
+writer as its own process (``python -m services history``, as in production) and publishes messages
 to ``chat.messages`` with publisher confirms, pipelined, as fast as it can. Two phases:
 
 - live: the writer runs while the messages are published; reports the writer's sustained rate
@@ -24,24 +24,26 @@ import platform
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import PYTHON, cpu_seconds, free_port, wait_http  # noqa: E402
 from services.common import topology  # noqa: E402
 from services.common.bus import create_bus  # noqa: E402
 from services.common.db import make_engine  # noqa: E402
 from services.common.ids import iso_ms, message_id, now_ms  # noqa: E402
-from services.common.models import Base, Message  # noqa: E402
+from services.common.models import Message  # noqa: E402
+from tools import scratch  # noqa: E402
 
 
-def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
+def wire(room: str, sender_id: str, cmid: str, body: str, shards: int) -> tuple[str, bytes]:
     ms = now_ms()
     mid = message_id(sender_id, cmid)
     doc = {
@@ -58,19 +60,10 @@ def wire(room: str, sender_id: str, cmid: str, body: str) -> tuple[str, bytes]:
         "sent_ms": ms,
         "origin": {"gw": "bench", "conn": "c"},
     }
-    return topology.room_msg_key(room), orjson.dumps(doc)
+    return topology.room_msg_key(room, shards), orjson.dumps(doc)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess.Popen[bytes]:
-    port = free_port()
+def writer_env(args: argparse.Namespace, amqp: str, db_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     env.update(
         CHAT_TARGET="history",
@@ -79,44 +72,65 @@ def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess
         CHAT_JWT_SECRET="bench-" + "x" * 40,
         CHAT_PORT=str(port),
         CHAT_GATEWAY_ID="bench",
+        CHAT_LOG_LEVEL="WARNING",
         CHAT_HISTORY_BATCH_SIZE=str(args.batch_size),
         CHAT_HISTORY_BATCH_MS=str(args.batch_ms),
+        CHAT_HISTORY_SHARDS=str(args.shards),
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "services.history.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    import urllib.request
+    return env
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("writer did not become ready")
+
+def start_writer(args: argparse.Namespace, amqp: str, db_url: str) -> subprocess.Popen[bytes]:
+    """The history target, started as production starts it (tools/cluster.py does the same)."""
+    port = free_port()
+    env = writer_env(args, amqp, db_url, port)
+    proc = subprocess.Popen([PYTHON, "-m", "services", "history"], cwd=ROOT, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", 30, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        raise SystemExit(f"writer did not become ready: {exc}") from None
+    return proc
+
+
+def migrate(args: argparse.Namespace, amqp: str, db_url: str) -> None:
+    """The production schema: ``python -m services migrate``."""
+    env = writer_env(args, amqp, db_url, 0)
+    subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
+
+
+def mysql_server(url: str) -> dict[str, Any]:
+    """tools/scratch.py's keywords for the database server of a ``mysql://`` URL."""
+    m = urlsplit(url)
+    return {
+        "host": m.hostname or "127.0.0.1",
+        "port": m.port or 3306,
+        "user": m.username or "root",
+        "password": m.password or "",
+    }
+
+
+def with_path(url: str, name: str) -> str:
+    """The server URL ``url`` pointed at vhost or database ``name``."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 async def publish(
-    amqp: str, n: int, rooms: int, body_len: int, tag: str, window: int, rate: float = 0
+    amqp: str,
+    n: int,
+    rooms: int,
+    body_len: int,
+    tag: str,
+    window: int,
+    rate: float = 0,
+    *,
+    shards: int,
 ) -> float:
-    """n confirmed publishes, ``window`` awaiting confirms at once; paced to ``rate``/s if set."""
+    """n confirmed publishes, ``window`` awaiting confirms at once; paced to ``rate``/s if set;
+    routed to the ``shards`` history queues as a gateway routes them."""
     bus = create_bus(amqp)
     await bus.connect()
+    await bus.declare_history(shards)
     body = "x" * body_len
     t0 = time.perf_counter()
     if rate:
@@ -128,7 +142,7 @@ async def publish(
                 await asyncio.sleep(delay)
         chunk = []
         for i in range(start, min(n, start + window)):
-            key, payload = wire(f"room{i % rooms:022d}", "u" * 26, f"{tag}-{i}", body)
+            key, payload = wire(f"room{i % rooms:022d}", "u" * 26, f"{tag}-{i}", body, shards)
             chunk.append(bus.publish(topology.MESSAGES, key, payload, mandatory=True))
         await asyncio.gather(*chunk)
     elapsed = time.perf_counter() - t0
@@ -181,6 +195,9 @@ def main() -> None:
     ap.add_argument("--batch-ms", type=int, default=20)
     ap.add_argument("--window", type=int, default=500, help="publishes awaiting confirms at once")
     ap.add_argument(
+        "--shards", type=int, default=1, help="history queues (CHAT_HISTORY_SHARDS) of the writer"
+    )
+    ap.add_argument(
         "--rates", default="500,1000,2000", help="paced phases (msg/s, --paced-s each) for the lag"
     )
     ap.add_argument("--paced-s", type=float, default=5.0, help="length of each paced phase")
@@ -188,32 +205,38 @@ def main() -> None:
     ap.add_argument("--mysql", default="mysql://root@127.0.0.1:3306/")
     args = ap.parse_args()
 
-    name = f"bench_history_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    admin = create_engine(args.mysql.replace("mysql://", "mysql+pymysql://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    amqp, db_url = args.amqp + name, args.mysql + name
+    server = mysql_server(args.mysql)
+    vhost = scratch.create_vhost("bench_history", user=urlsplit(args.amqp).username or "guest")
+    database = scratch.create_database("bench_history", **server)
+    amqp, db_url = with_path(args.amqp, vhost), with_path(args.mysql, database)
+    try:
+        run(args, amqp, db_url)
+    finally:
+        scratch.drop_database(database, **server)
+        scratch.delete_vhost(vhost)
+
+
+def run(args: argparse.Namespace, amqp: str, db_url: str) -> None:
+    migrate(args, amqp, db_url)
     engine = make_engine(db_url)
-    Base.metadata.create_all(engine)
     print(
         f"machine: {platform.node()} {os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
     )
     print(
         f"messages={args.messages} rooms={args.rooms} body={args.body} chars "
-        f"batch_size={args.batch_size} batch_ms={args.batch_ms} window={args.window}"
+        f"batch_size={args.batch_size} batch_ms={args.batch_ms} window={args.window} "
+        f"shards={args.shards}"
     )
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     writer = start_writer(args, amqp, db_url)
     try:
         # live: writer running while we publish as fast as we can
-        secs = asyncio.run(publish(amqp, args.messages, args.rooms, args.body, "live", args.window))
+        secs = asyncio.run(
+            publish(
+                amqp, args.messages, args.rooms, args.body, "live", args.window, shards=args.shards
+            )
+        )
         print(
             f"live: published {args.messages} confirmed in {secs:.2f}s "
             f"({args.messages / secs:.0f}/s)"
@@ -230,7 +253,16 @@ def main() -> None:
             n = max(1, int(rate * args.paced_s))
             cpu0 = cpu_seconds(writer.pid)
             secs = asyncio.run(
-                publish(amqp, n, args.rooms, args.body, f"rate{rate}", args.window, rate)
+                publish(
+                    amqp,
+                    n,
+                    args.rooms,
+                    args.body,
+                    f"rate{rate}",
+                    args.window,
+                    rate,
+                    shards=args.shards,
+                )
             )
             done += n
             wait_rows(engine, done, 300)
@@ -245,7 +277,15 @@ def main() -> None:
         writer.wait(30)
         # backlog: publish with no writer, then drain
         secs = asyncio.run(
-            publish(amqp, args.messages, args.rooms, args.body, "backlog", args.window)
+            publish(
+                amqp,
+                args.messages,
+                args.rooms,
+                args.body,
+                "backlog",
+                args.window,
+                shards=args.shards,
+            )
         )
         print(
             f"backlog: published {args.messages} confirmed in {secs:.2f}s "
@@ -260,10 +300,6 @@ def main() -> None:
         writer.terminate()
         writer.wait(30)
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
-        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True)
 
 
 if __name__ == "__main__":

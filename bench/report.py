@@ -1,8 +1,14 @@
 """results.json → results.md (tables, every figure next to its baselines of the same run, the
-targets of issue 8 with their ratios) and PNG plots (matplotlib, no display needed)."""
+targets of issue 8 with their ratios) and PNG plots (matplotlib, no display needed).
+
+The Markdown is table-driven: ``DOCUMENT`` lists the sections in order; a section is a heading,
+optional text, and ``Table`` specs (a ``Col`` per column: its heading, and how to render its cell
+of one record); ``render`` is the one renderer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,10 @@ def _ratio(a: Any, b: Any) -> float | None:
     if not a or not b:
         return None
     return float(a) / float(b)
+
+
+def _es(n: int) -> str:
+    return "es" if n > 1 else ""
 
 
 def figures(r: dict[str, Any]) -> dict[str, Any]:
@@ -76,181 +86,160 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
     return f
 
 
+# targets -----------------------------------------------------------------------------------
+def _target(
+    label: str,
+    value: Any,
+    baseline: Any,
+    goal: Any,
+    *,
+    lower_is_better: bool = False,
+    inverse: bool = False,
+    digits: int | None = None,
+    extra: str | None = None,
+) -> dict[str, Any]:
+    """One row of the targets: ratio = value / baseline (baseline / value if ``inverse``)."""
+    t: dict[str, Any] = {
+        "target": label,
+        "value": value,
+        "baseline": baseline,
+        "ratio": _ratio(baseline, value) if inverse else _ratio(value, baseline),
+        "goal": goal,
+        "higher_is_better": not lower_is_better,
+    }
+    if digits is not None:
+        t["digits"] = digits
+    if extra is not None:
+        t["extra"] = extra
+    return t
+
+
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    f = figures(r)
-    out = []
-    one = f["chat"].get(1)
-    out.append(
-        {
-            "target": "1-gateway max sustained throughput (verified open loop) >= 60% of raw "
-            "aio-pika publish+consume (confirms)",
-            "value": one,
-            "baseline": f["aiopika_confirms"],
-            "ratio": _ratio(one, f["aiopika_confirms"]),
-            "goal": TARGETS["throughput_vs_amqp"],
-            "higher_is_better": True,
-        }
-    )
-    closed = f["chat_closed"].get(1)
-    out.append(
-        {
-            "target": "(same, with the closed-loop figure: bounded backlog, bursts of `window`)",
-            "value": closed,
-            "baseline": f["aiopika_confirms"],
-            "ratio": _ratio(closed, f["aiopika_confirms"]),
-            "goal": TARGETS["throughput_vs_amqp"],
-            "higher_is_better": True,
-        }
-    )
-    bare = f["relay_amqp"]
-    out.append(
-        {
-            "target": "(the ceiling of the target above: a bare WebSocket relay on the chat's "
-            "broker path, no app logic (bench/relay_app.py with RELAY_AMQP_URL), closed loop, "
-            "vs raw aio-pika)",
-            "value": bare,
-            "baseline": f["aiopika_confirms"],
-            "ratio": _ratio(bare, f["aiopika_confirms"]),
-            "goal": TARGETS["throughput_vs_amqp"],
-            "higher_is_better": True,
-        }
-    )
-    out.append(
-        {
-            "target": "(1 gateway, closed loop, vs that bare relay: what the chat's own logic "
-            "costs; 1.0 = nothing)",
-            "value": closed,
-            "baseline": bare,
-            "ratio": _ratio(closed, bare),
-            "goal": None,
-            "higher_is_better": True,
-        }
-    )
-    c = costs(r)
-    gw1, raw = c.get("chat_gateways_x1"), c.get("aiopika_roundtrip_confirms")
-    out.append(
-        {
-            "target": "(CPU-normalised: raw aio-pika CPU per message / the gateway's, 1 gateway; "
-            "the throughput on equal CPU)",
-            "value": gw1,
-            "baseline": raw,
-            "ratio": _ratio(raw, gw1),
-            "goal": TARGETS["throughput_vs_amqp"],
-            "higher_is_better": True,
-            "digits": 3,
-        }
-    )
-    for n in sorted(f["peer"]):
-        ours, theirs = c.get(f"chat_gateways_x{n}"), c.get(f"socketio_x{n}")
-        out.append(
-            {
-                "target": f"(CPU-normalised: python-socketio servers' CPU per message / our "
-                f"gateways', {n} process{'es' if n > 1 else ''} each)",
-                "value": ours,
-                "baseline": theirs,
-                "ratio": _ratio(theirs, ours),
-                "goal": TARGETS["throughput_vs_peer"],
-                "higher_is_better": True,
-                "digits": 3,
-            }
-        )
-    for n in sorted(f["peer"]):
-        ours, theirs = f["chat"].get(n), f["peer_sustained"].get(n)
-        out.append(
-            {
-                "target": f"max sustained throughput >= 3x python-socketio ({n} server "
-                f"process{'es' if n > 1 else ''} each)",
-                "value": ours,
-                "baseline": theirs,
-                "ratio": _ratio(ours, theirs),
-                "goal": TARGETS["throughput_vs_peer"],
-                "higher_is_better": True,
-            }
-        )
-    theirs = f["peer"].get(1)
-    out.append(
-        {
-            "target": "(the ceiling of the 1-process target: the bare relay through RabbitMQ vs "
-            "python-socketio x1, both closed loop; no gateway on this broker path can do better)",
-            "value": f["relay_amqp"],
-            "baseline": theirs,
-            "ratio": _ratio(f["relay_amqp"], theirs),
-            "goal": None,
-            "higher_is_better": True,
-        }
-    )
-    p99 = _get(f["latency"].get(1000), "latency_ms", "p99")
-    out.append(
-        {
-            "target": "p99 <= 25 ms at 1,000 msg/s over 3 gateways",
-            "value": p99,
-            "baseline": TARGETS["p99_at_1000_ms"],
-            "ratio": _ratio(p99, TARGETS["p99_at_1000_ms"]),
-            "goal": 1.0,
-            "higher_is_better": False,
-        }
-    )
+    f, c = figures(r), costs(r)
+    amqp, bare, closed = f["aiopika_confirms"], f["relay_amqp"], f["chat_closed"].get(1)
+    vs_amqp, vs_peer = TARGETS["throughput_vs_amqp"], TARGETS["throughput_vs_peer"]
+    p99_goal, fanout_goal = TARGETS["p99_at_1000_ms"], TARGETS["fanout_p99_ms"]
+    idle_goal, lag_goal = TARGETS["idle_kib_per_socket"], TARGETS["history_lag_p99_at_2000_ms"]
+    peers = sorted(f["peer"])
     bare_lat = {
         int(x["offered_rate"]): x for x in _get(r, "ceiling", "relay_amqp", "latency", default=[])
     }
-    bare_p99 = _get(bare_lat.get(1000), "latency_ms", "p99")
-    out.append(
-        {
-            "target": "(the ceiling of the p99 target: the bare relay through RabbitMQ, one "
-            "process, at 1,000 msg/s, p99 ms)",
-            "value": bare_p99,
-            "baseline": TARGETS["p99_at_1000_ms"],
-            "ratio": _ratio(bare_p99, TARGETS["p99_at_1000_ms"]),
-            "goal": None,
-            "higher_is_better": False,
-        }
-    )
-    out.append(
-        {
-            "target": "fan-out to a group of 100: p99 <= 50 ms (send -> last member)",
-            "value": f["fanout_p99"],
-            "baseline": TARGETS["fanout_p99_ms"],
-            "ratio": _ratio(f["fanout_p99"], TARGETS["fanout_p99_ms"]),
-            "goal": 1.0,
-            "higher_is_better": False,
-        }
-    )
     last = f["idle"][-1] if f["idle"] else {}
-    out.append(
-        {
-            "target": f"{_f(last.get('target'))} idle sockets on one gateway at <= 30 KiB each",
-            "value": last.get("kib_per_socket"),
-            "baseline": TARGETS["idle_kib_per_socket"],
-            "ratio": _ratio(last.get("kib_per_socket"), TARGETS["idle_kib_per_socket"]),
-            "goal": 1.0,
-            "higher_is_better": False,
-            "extra": f"{_f(last.get('sockets'))} open, {_f(last.get('failures'))} failed",
-        }
-    )
-    lag = _get(f["latency"].get(2000), "history", "write_lag_ms", "p99")
-    out.append(
-        {
-            "target": "history write lag p99 <= 250 ms at 2,000 msg/s offered to the cluster",
-            "value": lag,
-            "baseline": TARGETS["history_lag_p99_at_2000_ms"],
-            "ratio": _ratio(lag, TARGETS["history_lag_p99_at_2000_ms"]),
-            "goal": 1.0,
-            "higher_is_better": False,
-        }
-    )
     paced = {x["rate"]: x for x in _get(r, "history", "paced", default=[])}
+    out = [
+        _target(
+            "1-gateway max sustained throughput (verified open loop) >= 60% of raw "
+            "aio-pika publish+consume (confirms)",
+            f["chat"].get(1),
+            amqp,
+            vs_amqp,
+        ),
+        _target(
+            "(same, with the closed-loop figure: bounded backlog, bursts of `window`)",
+            closed,
+            amqp,
+            vs_amqp,
+        ),
+        _target(
+            "(the ceiling of the target above: a bare WebSocket relay on the chat's "
+            "broker path, no app logic (bench/relay_app.py with RELAY_AMQP_URL), closed loop, "
+            "vs raw aio-pika)",
+            bare,
+            amqp,
+            vs_amqp,
+        ),
+        _target(
+            "(1 gateway, closed loop, vs that bare relay: what the chat's own logic "
+            "costs; 1.0 = nothing)",
+            closed,
+            bare,
+            None,
+        ),
+        _target(
+            "(CPU-normalised: raw aio-pika CPU per message / the gateway's, 1 gateway; "
+            "the throughput on equal CPU)",
+            c.get("chat_gateways_x1"),
+            c.get("aiopika_roundtrip_confirms"),
+            vs_amqp,
+            inverse=True,
+            digits=3,
+        ),
+        *(
+            _target(
+                f"(CPU-normalised: python-socketio servers' CPU per message / our "
+                f"gateways', {n} process{_es(n)} each)",
+                c.get(f"chat_gateways_x{n}"),
+                c.get(f"socketio_x{n}"),
+                vs_peer,
+                inverse=True,
+                digits=3,
+            )
+            for n in peers
+        ),
+        *(
+            _target(
+                f"max sustained throughput >= 3x python-socketio ({n} server process{_es(n)} each)",
+                f["chat"].get(n),
+                f["peer_sustained"].get(n),
+                vs_peer,
+            )
+            for n in peers
+        ),
+        _target(
+            "(the ceiling of the 1-process target: the bare relay through RabbitMQ vs "
+            "python-socketio x1, both closed loop; no gateway on this broker path can do better)",
+            bare,
+            f["peer"].get(1),
+            None,
+        ),
+        _target(
+            "p99 <= 25 ms at 1,000 msg/s over 3 gateways",
+            _get(f["latency"].get(1000), "latency_ms", "p99"),
+            p99_goal,
+            1.0,
+            lower_is_better=True,
+        ),
+        _target(
+            "(the ceiling of the p99 target: the bare relay through RabbitMQ, one "
+            "process, at 1,000 msg/s, p99 ms)",
+            _get(bare_lat.get(1000), "latency_ms", "p99"),
+            p99_goal,
+            None,
+            lower_is_better=True,
+        ),
+        _target(
+            "fan-out to a group of 100: p99 <= 50 ms (send -> last member)",
+            f["fanout_p99"],
+            fanout_goal,
+            1.0,
+            lower_is_better=True,
+        ),
+        _target(
+            f"{_f(last.get('target'))} idle sockets on one gateway at <= 30 KiB each",
+            last.get("kib_per_socket"),
+            idle_goal,
+            1.0,
+            lower_is_better=True,
+            extra=f"{_f(last.get('sockets'))} open, {_f(last.get('failures'))} failed",
+        ),
+        _target(
+            "history write lag p99 <= 250 ms at 2,000 msg/s offered to the cluster",
+            _get(f["latency"].get(2000), "history", "write_lag_ms", "p99"),
+            lag_goal,
+            1.0,
+            lower_is_better=True,
+        ),
+    ]
     if 2000 in paced:
-        lag = paced[2000]["lag_ms"]["p99"]
         out.append(
-            {
-                "target": "history write lag p99 <= 250 ms at 2,000 msg/s: the writer alone "
+            _target(
+                "history write lag p99 <= 250 ms at 2,000 msg/s: the writer alone "
                 "(bench/history_writer.py, no gateways on the CPUs)",
-                "value": lag,
-                "baseline": TARGETS["history_lag_p99_at_2000_ms"],
-                "ratio": _ratio(lag, TARGETS["history_lag_p99_at_2000_ms"]),
-                "goal": 1.0,
-                "higher_is_better": False,
-            }
+                paced[2000]["lag_ms"]["p99"],
+                lag_goal,
+                1.0,
+                lower_is_better=True,
+            )
         )
     for t in out:
         ratio = t["ratio"]
@@ -263,12 +252,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _table(head: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
+# CPU ---------------------------------------------------------------------------------------
 def _cpu(d: dict[str, Any] | None) -> str:
     pct = _get(d, "cpu", "cpu_pct_of_one_core", default={})
     out = ", ".join(f"{k} {v:.0f}%" for k, v in pct.items() if v >= 1) or "n/a"
@@ -314,22 +298,35 @@ def costs(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+COST_LABELS = [
+    (
+        "aiopika_roundtrip_confirms",
+        "raw aio-pika publish→consume, confirms (one process: both ends)",
+    ),
+    ("aiopika_roundtrip_confirms_quorum", "raw aio-pika, + persistent + quorum queue"),
+    ("aiormq_roundtrip_confirms", "raw aiormq publish→consume, confirms"),
+    ("aiormq_roundtrip_confirms_nowait", "raw aiormq, confirms, no drain wait"),
+    ("relay", "raw Starlette/uvicorn WebSocket relay process"),
+    ("relay_amqp", "bare relay through RabbitMQ: the relay process (publish + deliver)"),
+    ("relay_amqp_drainer", "bare relay through RabbitMQ: its quorum-queue drainer"),
+    ("relay_amqp_rabbitmq", "bare relay through RabbitMQ: RabbitMQ (shared server)"),
+]
+# per number of gateways g: (key prefix, label)
+CHAT_COST_LABELS = [
+    (
+        "chat_gateways_x",
+        "**chat: the gateway(s), {g} gateway(s)** (publish at one end, deliver at the other)",
+    ),
+    ("chat_history_x", "chat: history writer ({g} gateway(s))"),
+    ("chat_rabbitmq_x", "chat: RabbitMQ ({g} gateway(s); shared server, others included)"),
+    ("chat_mysql_x", "chat: MariaDB ({g} gateway(s); shared server, others included)"),
+]
+
+
 def cost_rows(r: dict[str, Any]) -> list[list[Any]]:
     c = costs(r)
     base = c.get("aiopika_roundtrip_confirms")
-    labels = [
-        (
-            "aiopika_roundtrip_confirms",
-            "raw aio-pika publish→consume, confirms (one process: both ends)",
-        ),
-        ("aiopika_roundtrip_confirms_quorum", "raw aio-pika, + persistent + quorum queue"),
-        ("aiormq_roundtrip_confirms", "raw aiormq publish→consume, confirms"),
-        ("aiormq_roundtrip_confirms_nowait", "raw aiormq, confirms, no drain wait"),
-        ("relay", "raw Starlette/uvicorn WebSocket relay process"),
-        ("relay_amqp", "bare relay through RabbitMQ: the relay process (publish + deliver)"),
-        ("relay_amqp_drainer", "bare relay through RabbitMQ: its quorum-queue drainer"),
-        ("relay_amqp_rabbitmq", "bare relay through RabbitMQ: RabbitMQ (shared server)"),
-    ]
+    labels = list(COST_LABELS)
     labels += [
         (k, f"python-socketio servers, {k.rsplit('x', 1)[1]} process(es)")
         for k in c
@@ -337,33 +334,93 @@ def cost_rows(r: dict[str, Any]) -> list[list[Any]]:
     ]
     for k in [k for k in c if k.startswith("chat_gateways_x")]:
         g = k.rsplit("x", 1)[1]
-        labels += [
-            (
-                k,
-                f"**chat: the gateway(s), {g} gateway(s)** (publish at one end, deliver at the other)",
-            ),
-            (f"chat_history_x{g}", f"chat: history writer ({g} gateway(s))"),
-            (
-                f"chat_rabbitmq_x{g}",
-                f"chat: RabbitMQ ({g} gateway(s); shared server, others included)",
-            ),
-            (f"chat_mysql_x{g}", f"chat: MariaDB ({g} gateway(s); shared server, others included)"),
-        ]
-    rows = []
-    for key, label in labels:
-        v = c.get(key)
-        if v is None:
+        labels += [(prefix + g, label.format(g=g)) for prefix, label in CHAT_COST_LABELS]
+    return [
+        [label, _f(c[key], 3), _f(_ratio(c[key], base), 2) + " x raw aio-pika"]
+        for key, label in labels
+        if c.get(key) is not None
+    ]
+
+
+# the one renderer --------------------------------------------------------------------------
+class Ctx:
+    """What the tables read: the raw results, the derived figures, the scaled part."""
+
+    def __init__(self, r: dict[str, Any]) -> None:
+        self.r = r
+        self.f = figures(r)
+        self.s: dict[str, Any] = r.get("scaled", {})
+
+    def vs_raw(self, label: str, value: Any) -> list[Any]:
+        """A throughput row: label, msg/s, ratio to raw aio-pika (confirms)."""
+        return [label, _f(value), _f(_ratio(value, self.f["aiopika_confirms"]), 2)]
+
+
+Col = tuple[str, Callable[[Any], Any]]  # a column: its heading, and its cell of one record
+
+
+def num(head: str, *path: Any, nd: int = 0, div: float | None = None) -> Col:
+    """A column of numbers: ``_get(record, *path)``, formatted with ``nd`` decimals."""
+
+    def cell(rec: Any) -> str:
+        v = _get(rec, *path)
+        return _f(v / div if div and v is not None else v, nd)
+
+    return head, cell
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Markdown table: ``cols`` applied to each record of ``records(ctx)``; or, with no
+    ``cols``, ``records`` gives the rows themselves and ``heads`` names the columns."""
+
+    records: Callable[[Ctx], Iterable[Any]]
+    cols: Sequence[Col] = ()
+    heads: Sequence[str] = ()
+
+    def render(self, ctx: Ctx) -> str:
+        heads = [h for h, _ in self.cols] or list(self.heads)
+        recs = self.records(ctx)
+        rows = [[cell(rec) for _, cell in self.cols] for rec in recs] if self.cols else recs
+        return _table(heads, list(rows))
+
+
+Part = str | Table | Callable[[Ctx], str]
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str | None  # "## heading"; None continues the section before
+    parts: Sequence[Part]
+    when: Callable[[Ctx], Any] = lambda ctx: True
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(doc: Sequence[Section], ctx: Ctx) -> str:
+    md: list[str] = []
+    for section in doc:
+        if not section.when(ctx):
             continue
-        rows.append([label, _f(v, 3), _f(_ratio(v, base), 2) + " x raw aio-pika"])
-    return rows
+        if section.heading is not None:
+            md.append(f"\n## {section.heading}\n\n")
+        for part in section.parts:
+            if isinstance(part, Table):
+                md.append(part.render(ctx))
+            else:
+                md.append(part if isinstance(part, str) else part(ctx))
+    return "".join(md)
 
 
-def markdown(r: dict[str, Any]) -> str:
-    m = r["machine"]
-    f = figures(r)
-    s = r.get("scaled", {})
-    md = [f"# Benchmark results ({r['kind']})\n"]
-    md.append(
+# the sections ------------------------------------------------------------------------------
+def _header(ctx: Ctx) -> str:
+    r, m = ctx.r, ctx.r["machine"]
+    md = (
+        f"# Benchmark results ({r['kind']})\n"
         f"- date: {r['date']}; command: `{r['command']}` (`{r['argv']}`), {r.get('total_s')} s\n"
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}; load average at start {m['loadavg_at_start']} (shared machine: "
@@ -372,434 +429,395 @@ def markdown(r: dict[str, Any]) -> str:
         "its own vhost and database\n"
     )
     if r.get("errors"):
-        md.append(
-            "\n**Errors:** " + "; ".join(f"{k}: {v[:300]}" for k, v in r["errors"].items()) + "\n"
-        )
+        md += "\n**Errors:** " + "; ".join(f"{k}: {v[:300]}" for k, v in r["errors"].items())
+        md += "\n"
+    return md
 
-    md.append("\n## Targets (issue 8)\n\n")
-    rows = []
-    for t in targets(r):
-        met = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
-        goal = t["goal"]
-        if goal is None:
-            met = "reading"
-        rows.append(
-            [
-                t["target"],
-                _f(t["value"], t.get("digits", 1)),
-                _f(t["baseline"], t.get("digits", 1)),
-                _f(t["ratio"], 2)
-                + (f" (goal {'>=' if t['higher_is_better'] else '<='} {goal})" if goal else ""),
-                met,
-            ]
-        )
-    md.append(_table(["target", "ours", "baseline / limit", "ratio", "result"], rows))
 
-    md.append("\n## Throughput: ours vs ceilings and the peer (msg/s delivered)\n\n")
+def _ratio_goal(t: dict[str, Any]) -> str:
+    goal, ratio = t["goal"], _f(t["ratio"], 2)
+    return f"{ratio} (goal {'>=' if t['higher_is_better'] else '<='} {goal})" if goal else ratio
+
+
+def _result(t: dict[str, Any]) -> str:
+    if t["goal"] is None:
+        return "reading"
+    return {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
+
+
+TARGETS_TABLE = Table(
+    lambda ctx: targets(ctx.r),
+    [
+        ("target", lambda t: t["target"]),
+        ("ours", lambda t: _f(t["value"], t.get("digits", 1))),
+        ("baseline / limit", lambda t: _f(t["baseline"], t.get("digits", 1))),
+        ("ratio", _ratio_goal),
+        ("result", _result),
+    ],
+)
+
+# (label, figure) rows of the throughput table after the first (the baseline itself)
+CEILING_ROWS = [
+    (
+        "raw aio-pika, confirms, persistent + quorum queue consumed (the chat's broker path)",
+        "aiopika_confirms_quorum",
+    ),
+    ("raw aio-pika publish→consume, no confirms", "aiopika_noconfirms"),
+    ("raw aiormq publish→consume, confirms", "aiormq_confirms"),
+    ("raw aiormq publish→consume, confirms, no drain wait", "aiormq_confirms_nowait"),
+    ("raw aiormq publish-only, confirms", "aiormq_publish_confirms"),
+    ("raw aiormq publish-only, no confirms", "aiormq_publish_noconfirms"),
+    ("raw Starlette/uvicorn WebSocket relay (1 process)", "relay"),
+    (
+        "**bare relay through RabbitMQ** (the same relay; each send published persistent + "
+        "mandatory with a confirm, delivered from its queue; a quorum queue drained by a "
+        "second process): the ceiling of a gateway on this broker path",
+        "relay_amqp",
+    ),
+]
+
+
+def _tries(ctx: Ctx, label: str, run: dict[str, Any]) -> list[list[Any]]:
+    """The open-loop tries of a run, one row each."""
+    return [
+        ctx.vs_raw(
+            f"{label}: open loop at {_f(v['offered_rate'])} msg/s ({v['fraction']:.0%}): "
+            f"{'**sustained**' if v['sustained'] else 'not sustained'} (missing "
+            f"{v['missing']}, errors {sum(v['errors'].values())}, "
+            f"p99 {_f(v['latency_ms']['p99'], 1)} ms)",
+            v["delivered_rate"],
+        )
+        for v in run.get("tries", [])
+    ]
+
+
+def _throughput_rows(ctx: Ctx) -> list[list[Any]]:
+    f = ctx.f
+    start, end = _f(f["aiopika_confirms_start"]), _f(f["aiopika_confirms_end"])
     rows = [
         [
             "raw aio-pika publish→consume, confirms (one process): mean of the start "
-            f"({_f(f['aiopika_confirms_start'])}) and the end ({_f(f['aiopika_confirms_end'])}) "
-            "of the run",
+            f"({start}) and the end ({end}) of the run",
             _f(f["aiopika_confirms"]),
             "1.00",
-        ],
-        [
-            "raw aio-pika, confirms, persistent + quorum queue consumed (the chat's broker path)",
-            _f(f["aiopika_confirms_quorum"]),
-            _f(_ratio(f["aiopika_confirms_quorum"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw aio-pika publish→consume, no confirms",
-            _f(f["aiopika_noconfirms"]),
-            _f(_ratio(f["aiopika_noconfirms"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw aiormq publish→consume, confirms",
-            _f(f["aiormq_confirms"]),
-            _f(_ratio(f["aiormq_confirms"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw aiormq publish→consume, confirms, no drain wait",
-            _f(f["aiormq_confirms_nowait"]),
-            _f(_ratio(f["aiormq_confirms_nowait"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw aiormq publish-only, confirms",
-            _f(f["aiormq_publish_confirms"]),
-            _f(_ratio(f["aiormq_publish_confirms"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw aiormq publish-only, no confirms",
-            _f(f["aiormq_publish_noconfirms"]),
-            _f(_ratio(f["aiormq_publish_noconfirms"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "raw Starlette/uvicorn WebSocket relay (1 process)",
-            _f(f["relay"]),
-            _f(_ratio(f["relay"], f["aiopika_confirms"]), 2),
-        ],
-        [
-            "**bare relay through RabbitMQ** (the same relay; each send published persistent + "
-            "mandatory with a confirm, delivered from its queue; a quorum queue drained by a "
-            "second process): the ceiling of a gateway on this broker path",
-            _f(f["relay_amqp"]),
-            _f(_ratio(f["relay_amqp"], f["aiopika_confirms"]), 2),
-        ],
+        ]
+    ]
+    rows += [ctx.vs_raw(label, f[key]) for label, key in CEILING_ROWS]
+    for p in _get(ctx.r, "peer", "runs", default=[]):
+        n, tp = p["servers"], p["throughput"]
+        label = f"python-socketio + AsyncAioPikaManager, {n} process(es): closed loop"
+        window = f"(window {tp.get('window')}/pair, {tp['pairs']} pairs)"
+        rows.append(ctx.vs_raw(f"{label} {window}", tp.get("delivered_rate")))
+        rows += _tries(ctx, f"python-socketio x{n}", p)
+    for t in ctx.s.get("throughput", []):
+        c, label = t["closed_loop"], f"**chat, {t['gateways']} gateway(s)**"
+        window = f"(window {c.get('window')}/pair, {c['pairs']} pairs)"
+        rows.append(ctx.vs_raw(f"{label}: closed loop {window}", c["delivered_rate"]))
+        rows += _tries(ctx, label, t)
+    return rows
+
+
+def _cpu_runs(ctx: Ctx) -> list[tuple[Any, dict[str, Any], str]]:
+    """(name, run, history backlog drain) of every closed-loop run."""
+    runs = [
+        (t["gateways"], t["closed_loop"], _f(_get(t, "closed_loop", "history_after", "drain_s"), 1))
+        for t in ctx.s["throughput"]
+    ]
+    runs += [
+        (name.replace("_amqp", " through RabbitMQ"), _get(ctx.r, "ceiling", name, default={}), "-")
+        for name in ("relay", "relay_amqp")
+    ]
+    runs += [
+        (f"socketio x{p['servers']}", p["throughput"], "-")
+        for p in _get(ctx.r, "peer", "runs", default=[])
+    ]
+    return runs
+
+
+CPU_TABLE = Table(
+    _cpu_runs,
+    [
+        ("gateways", lambda x: x[0]),
+        ("server-side CPU", lambda x: _cpu(x[1])),
+        ("load generator CPU", lambda x: _f(x[1].get("generator_cpu_pct"), 0) + "%"),
+        num("ack p50 ms", 1, "ack_latency_ms", "p50", nd=1),
+        ("history backlog drain s", lambda x: x[2]),
+    ],
+)
+
+
+def _latency_runs(ctx: Ctx) -> list[tuple[str, dict[str, Any], bool]]:
+    """(label, run, ours): the chat's fixed-rate runs, then the peer's and the bare relay's."""
+    others = [
+        (f"socketio x{p['servers']}", x)
+        for p in _get(ctx.r, "peer", "runs", default=[])
+        for x in p.get("latency", [])
+    ]
+    others += [
+        ("bare relay through RabbitMQ, 1 process", x)
+        for x in _get(ctx.r, "ceiling", "relay_amqp", "latency", default=[])
+    ]
+    return [(_f(x["offered_rate"]), x, True) for x in ctx.s["latency"]] + [
+        (f"{_f(x['offered_rate'])} ({name})", x, False) for name, x in others
     ]
 
-    def tries(label: str, run: dict[str, Any]) -> None:
-        for v in run.get("tries", []):
-            errs = sum(v["errors"].values())
-            rows.append(
-                [
-                    f"{label}: open loop at {_f(v['offered_rate'])} msg/s ({v['fraction']:.0%}): "
-                    f"{'**sustained**' if v['sustained'] else 'not sustained'} (missing "
-                    f"{v['missing']}, errors {errs}, p99 {_f(v['latency_ms']['p99'], 1)} ms)",
-                    _f(v["delivered_rate"]),
-                    _f(_ratio(v["delivered_rate"], f["aiopika_confirms"]), 2),
-                ]
-            )
 
-    for p in _get(r, "peer", "runs", default=[]):
-        n, v = p["servers"], _get(p, "throughput", "delivered_rate")
-        tp = p["throughput"]
-        label = f"python-socketio + AsyncAioPikaManager, {n} process(es)"
-        rows.append(
-            [
-                f"{label}: closed loop (window {tp.get('window')}/pair, {tp['pairs']} pairs)",
-                _f(v),
-                _f(_ratio(v, f["aiopika_confirms"]), 2),
-            ]
-        )
-        tries(f"python-socketio x{n}", p)
-    for t in s.get("throughput", []):
-        g = t["gateways"]
-        c = t["closed_loop"]
-        rows.append(
-            [
-                f"**chat, {g} gateway(s)**: closed loop (window {c.get('window')}/pair, "
-                f"{c['pairs']} pairs)",
-                _f(c["delivered_rate"]),
-                _f(_ratio(c["delivered_rate"], f["aiopika_confirms"]), 2),
-            ]
-        )
-        tries(f"**chat, {g} gateway(s)**", t)
-    md.append(_table(["system", "msg/s", "ratio to raw aio-pika (confirms)"], rows))
+def _ours(cell: Callable[[dict[str, Any]], str]) -> Callable[[Any], str]:
+    """A cell only the chat's own runs fill ("-" for the others)."""
+    return lambda run: cell(run[1]) if run[2] else "-"
 
-    if s.get("throughput"):
-        md.append(
+
+def _lag(x: dict[str, Any]) -> str:
+    lag = _get(x, "history", "write_lag_ms")
+    return _f(_get(lag, "p50"), 0) + " / " + _f(_get(lag, "p99"), 0)
+
+
+LATENCY_TABLE = Table(
+    _latency_runs,
+    [
+        ("offered msg/s", lambda run: run[0]),
+        num("delivered msg/s", 1, "delivered_rate"),
+        num("p50 ms", 1, "latency_ms", "p50", nd=1),
+        num("p99 ms", 1, "latency_ms", "p99", nd=1),
+        num("p99.9 ms", 1, "latency_ms", "p999", nd=1),
+        num("max ms", 1, "latency_ms", "max", nd=1),
+        num("ack p99 ms", 1, "ack_latency_ms", "p99", nd=1),
+        ("missing / errors", lambda run: f"{run[1]['missing']} / {sum(run[1]['errors'].values())}"),
+        ("history lag p50 / p99 ms", _ours(_lag)),
+        ("history rows/s", _ours(lambda x: _f(_get(x, "history", "write_rate"), 0))),
+        ("CPU", _ours(_cpu)),
+    ],
+)
+
+
+def _pcts(d: dict[str, Any], *keys: str) -> str:
+    return " / ".join(_f(d[k], 1) for k in keys)
+
+
+FANOUT_TABLE = Table(
+    lambda ctx: [ctx.s["fanout"]],
+    [
+        ("members", lambda fo: fo["members"]),
+        ("messages @ rate", lambda fo: f"{fo['messages']} @ {_f(fo['rate'])}/s"),
+        ("complete", lambda fo: f"{fo['complete']}/{fo['messages']}"),
+        (
+            "send→last member p50 / p99 / max ms",
+            lambda fo: _pcts(fo["last_member_latency_ms"], "p50", "p99", "max"),
+        ),
+        (
+            "per delivery p50 / p99 ms",
+            lambda fo: _pcts(fo["per_delivery_latency_ms"], "p50", "p99"),
+        ),
+        num("deliveries/s", "deliveries_per_s"),
+        ("CPU", _cpu),
+    ],
+)
+
+
+def _idle_steps(ctx: Ctx) -> list[tuple[str, dict[str, Any]]]:
+    """(what is measured, step) of both idle runs."""
+    deflate = ctx.s.get("idle_deflate") or {"steps": []}
+    z = " (permessage-deflate, another gateway)"
+    return [("", x) for x in ctx.s["idle"]["steps"]] + [(z, x) for x in deflate["steps"]]
+
+
+IDLE_TABLE = Table(
+    _idle_steps,
+    [
+        ("sockets", lambda z: _f(z[1]["sockets"]) + z[0]),
+        num("RSS before MiB", 1, "gateway_rss_base_kib", nd=1, div=1024),
+        num("RSS MiB", 1, "gateway_rss_kib", nd=1, div=1024),
+        num("KiB / socket", 1, "kib_per_socket", nd=1),
+        num("connects/s", 1, "connect_rate_per_s"),
+        num("generator KiB / socket", 1, "generator_kib_per_socket", nd=1),
+        ("failures", lambda z: z[1]["failures"]),
+    ],
+)
+
+
+def _idle_after(ctx: Ctx) -> str:
+    idle = ctx.s["idle"]
+    return (
+        f"\nAll {idle['open_at_end']} sockets still open at the end; gateway alive: "
+        f"{idle.get('gateway_alive_after')}.\n"
+    )
+
+
+def _history_runs(ctx: Ctx) -> list[tuple[str, Any, dict[str, Any] | None, str]]:
+    """(run, rows/s, lag percentiles or None, the metric's p99 bucket) of every writer run."""
+    runs: list[tuple[str, Any, dict[str, Any] | None, str]] = []
+    for x in ctx.s.get("latency", []):
+        hh = x.get("history", {})
+        bucket = f"le {_f(_get(hh, 'metric', 'p99_le_s'), 3)} s"
+        label = f"in the cluster at {_f(x['offered_rate'])} msg/s offered"
+        runs.append((label, hh.get("write_rate"), hh.get("write_lag_ms") or {}, bucket))
+    h = ctx.r.get("history")
+    if h and not h.get("error"):
+        script = "bench/history_writer.py"
+        live = f"{script} {' '.join(h['args'])} (live, publisher as fast as it can)"
+        runs.append((live, h.get("live_rate"), h.get("live_lag_ms") or {}, "-"))
+        for x in h.get("paced", []):
+            paced = f"{script} paced {_f(x['rate'])} msg/s (writer alone, no gateways)"
+            runs.append((paced, x["rate"], x["lag_ms"], "-"))
+        backlog = f"{script} backlog drain (writer alone)"
+        runs.append((backlog, h.get("backlog_drain_rate"), None, "-"))
+    return runs
+
+
+def _history_failed(ctx: Ctx) -> str:
+    h = ctx.r.get("history")
+    if h and h.get("error"):
+        return f"bench/history_writer.py failed: {h.get('error', '')[:500]}\n\n"
+    return ""
+
+
+def _lag_col(head: str, k: str) -> Col:
+    return head, lambda run: "-" if run[2] is None else _f(_get(run[2], k))
+
+
+HISTORY_TABLE = Table(
+    _history_runs,
+    [
+        ("run", lambda run: run[0]),
+        num("rows/s written", 1),
+        _lag_col("lag p50 ms", "p50"),
+        _lag_col("lag p99 ms", "p99"),
+        _lag_col("lag max ms", "max"),
+        ("chat_history_write_lag_seconds p99 bucket", lambda run: run[3]),
+    ],
+)
+
+
+def _argon2(lg: dict[str, Any]) -> str:
+    return ", ".join(str(lg["argon2"][k]) for k in ("time_cost", "memory_kib", "parallelism"))
+
+
+LOGIN_TABLE = Table(
+    lambda ctx: [ctx.s["login"]],
+    [
+        num("logins/s", "logins_per_s", nd=1),
+        (
+            "latency p50 / p99 ms",
+            lambda lg: " / ".join(_f(lg["latency_ms"][k]) for k in ("p50", "p99")),
+        ),
+        ("concurrency", lambda lg: lg["concurrency"]),
+        ("argon2 (t, m KiB, p)", _argon2),
+        num("one verify ms", "argon2", "verify_ms", nd=1),
+        num("bound: cores / verify", "argon2", "bound_logins_per_s", nd=1),
+        (
+            "ratio to bound",
+            lambda lg: _f(_ratio(lg["logins_per_s"], lg["argon2"]["bound_logins_per_s"]), 2),
+        ),
+        ("auth CPU", _cpu),
+    ],
+)
+
+
+def _samples(head: str, *path: str, top: int) -> Table:
+    """The first ``top`` (frame, % of samples) rows of a py-spy summary."""
+    return Table(
+        lambda ctx: _get(ctx.s, "profile", *path, default=[])[:top],
+        [(head, lambda x: x["frame"]), ("% of samples", lambda x: x["pct"])],
+    )
+
+
+def _profile_heading(ctx: Ctx) -> str:
+    prof = ctx.s["profile"]
+    return (
+        f"\n## Gateway profile (py-spy, {prof['seconds']} s at "
+        f"{_f(prof['load_delivered_rate'])} msg/s, "
+        f"1 gateway closed loop; [{prof['svg']}]({prof['svg']}))\n\n"
+    )
+
+
+def _history_profile_intro(ctx: Ctx) -> str:
+    hp = ctx.s["profile"]["history"]
+    return (
+        f"\nThe history writer at the same time ({hp.get('cpu_pct_of_one_core')}% of a "
+        f"core; [{hp['raw']}]({hp['raw']})):\n\n"
+    )
+
+
+DOCUMENT = [
+    Section(None, [_header]),
+    Section("Targets (issue 8)", [TARGETS_TABLE]),
+    Section(
+        "Throughput: ours vs ceilings and the peer (msg/s delivered)",
+        [Table(_throughput_rows, heads=["system", "msg/s", "ratio to raw aio-pika (confirms)"])],
+    ),
+    Section(
+        None,
+        [
             "\nCPU during the closed-loop runs (% of one core, from /proc/<pid>/stat; rabbitmq "
             "and mysql are the shared servers, other tenants included; machine: all cores, every "
-            "tenant, and /proc/pressure/cpu 'some', the share of time a runnable task waited):\n\n"
-        )
-        rows = [
-            [
-                t["gateways"],
-                _cpu(t["closed_loop"]),
-                _f(t["closed_loop"].get("generator_cpu_pct"), 0) + "%",
-                _f(_get(t, "closed_loop", "ack_latency_ms", "p50"), 1),
-                _f(_get(t, "closed_loop", "history_after", "drain_s"), 1),
-            ]
-            for t in s["throughput"]
-        ]
-        for name in ("relay", "relay_amqp"):
-            relay = _get(r, "ceiling", name, default={})
-            rows.append(
-                [
-                    name.replace("_amqp", " through RabbitMQ"),
-                    _cpu(relay),
-                    _f(relay.get("generator_cpu_pct"), 0) + "%",
-                    _f(_get(relay, "ack_latency_ms", "p50"), 1),
-                    "-",
-                ]
+            "tenant, and /proc/pressure/cpu 'some', the share of time a runnable task waited):\n\n",
+            CPU_TABLE,
+        ],
+        when=lambda ctx: ctx.s.get("throughput"),
+    ),
+    Section(
+        "CPU cost per delivered message (ms of CPU; far less sensitive to the other tenants "
+        "than rates are)",
+        [
+            Table(
+                lambda ctx: cost_rows(ctx.r),
+                heads=["system (closed-loop run)", "ms CPU / message", "ratio"],
             )
-        for p in _get(r, "peer", "runs", default=[]):
-            rows.append(
-                [
-                    f"socketio x{p['servers']}",
-                    _cpu(p["throughput"]),
-                    _f(p["throughput"].get("generator_cpu_pct"), 0) + "%",
-                    _f(_get(p, "throughput", "ack_latency_ms", "p50"), 1),
-                    "-",
-                ]
-            )
-        md.append(
-            _table(
-                [
-                    "gateways",
-                    "server-side CPU",
-                    "load generator CPU",
-                    "ack p50 ms",
-                    "history backlog drain s",
-                ],
-                rows,
-            )
-        )
+        ],
+    ),
+    Section(
+        "Latency at fixed rates (3 gateways, sender and receiver on different gateways)",
+        [LATENCY_TABLE],
+        when=lambda ctx: ctx.s.get("latency"),
+    ),
+    Section(
+        "Fan-out (one sender, a group spread over 3 gateways)",
+        [FANOUT_TABLE],
+        when=lambda ctx: ctx.s.get("fanout"),
+    ),
+    Section(
+        "Idle sockets on one gateway process (RSS from /proc/<pid>/status)",
+        [IDLE_TABLE, _idle_after],
+        when=lambda ctx: ctx.s.get("idle"),
+    ),
+    Section("History writer", [_history_failed, HISTORY_TABLE]),
+    Section(
+        "Login rate (gunicorn auth, argon2id)", [LOGIN_TABLE], when=lambda ctx: ctx.s.get("login")
+    ),
+    Section(
+        None,
+        [
+            _profile_heading,
+            _samples("frame (self time)", "top_self", top=12),
+            "\n",
+            _samples("package / module (self time)", "by_package_self", top=10),
+        ],
+        when=lambda ctx: _get(ctx.s, "profile", "top_self"),
+    ),
+    Section(
+        None,
+        [
+            _history_profile_intro,
+            _samples("frame (self time)", "history", "top_self", top=8),
+            "\n",
+            _samples("package / module (self time)", "history", "by_package_self", top=8),
+        ],
+        when=lambda ctx: (
+            _get(ctx.s, "profile", "top_self") and _get(ctx.s, "profile", "history", "top_self")
+        ),
+    ),
+    Section(
+        None,
+        [
+            "\nPlots: [throughput](throughput_vs_gateways.png), [latency](latency_vs_rate.png), "
+            "[memory](memory_per_connection.png). Raw numbers: results.json.\n"
+        ],
+    ),
+]
 
-    md.append(
-        "\n## CPU cost per delivered message (ms of CPU; far less sensitive to the other tenants "
-        "than rates are)\n\n"
-    )
-    md.append(_table(["system (closed-loop run)", "ms CPU / message", "ratio"], cost_rows(r)))
 
-    if s.get("latency"):
-        md.append(
-            "\n## Latency at fixed rates (3 gateways, sender and receiver on different gateways)\n\n"
-        )
-        rows = []
-        for x in s["latency"]:
-            lm, h = x["latency_ms"], x.get("history", {})
-            rows.append(
-                [
-                    _f(x["offered_rate"]),
-                    _f(x["delivered_rate"]),
-                    _f(lm["p50"], 1),
-                    _f(lm["p99"], 1),
-                    _f(lm["p999"], 1),
-                    _f(lm["max"], 1),
-                    _f(_get(x, "ack_latency_ms", "p99"), 1),
-                    f"{x['missing']} / {sum(x['errors'].values())}",
-                    _f(_get(h, "write_lag_ms", "p50"), 0)
-                    + " / "
-                    + _f(_get(h, "write_lag_ms", "p99"), 0),
-                    _f(h.get("write_rate"), 0),
-                    _cpu(x),
-                ]
-            )
-        peer_lat = [
-            (f"socketio x{p['servers']}", x)
-            for p in _get(r, "peer", "runs", default=[])
-            for x in p.get("latency", [])
-        ]
-        peer_lat += [
-            ("bare relay through RabbitMQ, 1 process", x)
-            for x in _get(r, "ceiling", "relay_amqp", "latency", default=[])
-        ]
-        for name, x in peer_lat:
-            lm = x["latency_ms"]
-            rows.append(
-                [
-                    f"{_f(x['offered_rate'])} ({name})",
-                    _f(x["delivered_rate"]),
-                    _f(lm["p50"], 1),
-                    _f(lm["p99"], 1),
-                    _f(lm["p999"], 1),
-                    _f(lm["max"], 1),
-                    _f(_get(x, "ack_latency_ms", "p99"), 1),
-                    f"{x['missing']} / {sum(x['errors'].values())}",
-                    "-",
-                    "-",
-                    "-",
-                ]
-            )
-        md.append(
-            _table(
-                [
-                    "offered msg/s",
-                    "delivered msg/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "p99.9 ms",
-                    "max ms",
-                    "ack p99 ms",
-                    "missing / errors",
-                    "history lag p50 / p99 ms",
-                    "history rows/s",
-                    "CPU",
-                ],
-                rows,
-            )
-        )
-
-    fo = s.get("fanout")
-    if fo:
-        md.append("\n## Fan-out (one sender, a group spread over 3 gateways)\n\n")
-        md.append(
-            _table(
-                [
-                    "members",
-                    "messages @ rate",
-                    "complete",
-                    "send→last member p50 / p99 / max ms",
-                    "per delivery p50 / p99 ms",
-                    "deliveries/s",
-                    "CPU",
-                ],
-                [
-                    [
-                        fo["members"],
-                        f"{fo['messages']} @ {_f(fo['rate'])}/s",
-                        f"{fo['complete']}/{fo['messages']}",
-                        " / ".join(
-                            _f(fo["last_member_latency_ms"][k], 1) for k in ("p50", "p99", "max")
-                        ),
-                        " / ".join(_f(fo["per_delivery_latency_ms"][k], 1) for k in ("p50", "p99")),
-                        _f(fo["deliveries_per_s"]),
-                        _cpu(fo),
-                    ]
-                ],
-            )
-        )
-
-    idle = s.get("idle")
-    if idle:
-        md.append("\n## Idle sockets on one gateway process (RSS from /proc/<pid>/status)\n\n")
-        deflate = s.get("idle_deflate") or {"steps": []}
-        rows = [
-            [
-                _f(st["sockets"]) + (" (permessage-deflate, another gateway)" if z else ""),
-                _f(st["gateway_rss_base_kib"] / 1024, 1),
-                _f(st["gateway_rss_kib"] / 1024, 1),
-                _f(st["kib_per_socket"], 1),
-                _f(st["connect_rate_per_s"]),
-                _f(st["generator_kib_per_socket"], 1),
-                st["failures"],
-            ]
-            for z, st in [(False, x) for x in idle["steps"]] + [(True, x) for x in deflate["steps"]]
-        ]
-        md.append(
-            _table(
-                [
-                    "sockets",
-                    "RSS before MiB",
-                    "RSS MiB",
-                    "KiB / socket",
-                    "connects/s",
-                    "generator KiB / socket",
-                    "failures",
-                ],
-                rows,
-            )
-        )
-        md.append(
-            f"\nAll {idle['open_at_end']} sockets still open at the end; gateway alive: "
-            f"{idle.get('gateway_alive_after')}.\n"
-        )
-
-    h = r.get("history")
-    lat2000 = _get(f["latency"].get(2000) or (s.get("latency") or [{}])[-1], "history", default={})
-    md.append("\n## History writer\n\n")
-    rows = []
-    for x in s.get("latency", []):
-        hh = x.get("history", {})
-        rows.append(
-            [
-                f"in the cluster at {_f(x['offered_rate'])} msg/s offered",
-                _f(hh.get("write_rate")),
-                _f(_get(hh, "write_lag_ms", "p50")),
-                _f(_get(hh, "write_lag_ms", "p99")),
-                _f(_get(hh, "write_lag_ms", "max")),
-                f"le {_f(_get(hh, 'metric', 'p99_le_s'), 3)} s",
-            ]
-        )
-    if h and not h.get("error"):
-        rows.append(
-            [
-                f"bench/history_writer.py {' '.join(h['args'])} (live, publisher as fast as it can)",
-                _f(h.get("live_rate")),
-                _f(_get(h, "live_lag_ms", "p50")),
-                _f(_get(h, "live_lag_ms", "p99")),
-                _f(_get(h, "live_lag_ms", "max")),
-                "-",
-            ]
-        )
-        for x in h.get("paced", []):
-            rows.append(
-                [
-                    f"bench/history_writer.py paced {_f(x['rate'])} msg/s (writer alone, no gateways)",
-                    _f(x["rate"]),
-                    _f(x["lag_ms"]["p50"]),
-                    _f(x["lag_ms"]["p99"]),
-                    _f(x["lag_ms"]["max"]),
-                    "-",
-                ]
-            )
-        rows.append(
-            [
-                "bench/history_writer.py backlog drain (writer alone)",
-                _f(h.get("backlog_drain_rate")),
-                "-",
-                "-",
-                "-",
-                "-",
-            ]
-        )
-    elif h:
-        md.append(f"bench/history_writer.py failed: {h.get('error', '')[:500]}\n\n")
-    del lat2000
-    md.append(
-        _table(
-            [
-                "run",
-                "rows/s written",
-                "lag p50 ms",
-                "lag p99 ms",
-                "lag max ms",
-                "chat_history_write_lag_seconds p99 bucket",
-            ],
-            rows,
-        )
-    )
-
-    lg = s.get("login")
-    if lg:
-        a = lg["argon2"]
-        md.append("\n## Login rate (gunicorn auth, argon2id)\n\n")
-        md.append(
-            _table(
-                [
-                    "logins/s",
-                    "latency p50 / p99 ms",
-                    "concurrency",
-                    "argon2 (t, m KiB, p)",
-                    "one verify ms",
-                    "bound: cores / verify",
-                    "ratio to bound",
-                    "auth CPU",
-                ],
-                [
-                    [
-                        _f(lg["logins_per_s"], 1),
-                        f"{_f(lg['latency_ms']['p50'], 0)} / {_f(lg['latency_ms']['p99'], 0)}",
-                        lg["concurrency"],
-                        f"{a['time_cost']}, {a['memory_kib']}, {a['parallelism']}",
-                        _f(a["verify_ms"], 1),
-                        _f(a["bound_logins_per_s"], 1),
-                        _f(_ratio(lg["logins_per_s"], a["bound_logins_per_s"]), 2),
-                        _cpu(lg),
-                    ]
-                ],
-            )
-        )
-
-    prof = s.get("profile")
-    if prof and prof.get("top_self"):
-        md.append(
-            f"\n## Gateway profile (py-spy, {prof['seconds']} s at {_f(prof['load_delivered_rate'])} msg/s, "
-            f"1 gateway closed loop; [{prof['svg']}]({prof['svg']}))\n\n"
-        )
-        rows = [[x["frame"], x["pct"]] for x in prof["top_self"][:12]]
-        md.append(_table(["frame (self time)", "% of samples"], rows))
-        md.append("\n")
-        rows = [[x["frame"], x["pct"]] for x in prof["by_package_self"][:10]]
-        md.append(_table(["package / module (self time)", "% of samples"], rows))
-        hp = prof.get("history") or {}
-        if hp.get("top_self"):
-            md.append(
-                f"\nThe history writer at the same time ({hp.get('cpu_pct_of_one_core')}% of a "
-                f"core; [{hp['raw']}]({hp['raw']})):\n\n"
-            )
-            rows = [[x["frame"], x["pct"]] for x in hp["top_self"][:8]]
-            md.append(_table(["frame (self time)", "% of samples"], rows))
-            md.append("\n")
-            rows = [[x["frame"], x["pct"]] for x in hp["by_package_self"][:8]]
-            md.append(_table(["package / module (self time)", "% of samples"], rows))
-    md.append(
-        "\nPlots: [throughput](throughput_vs_gateways.png), [latency](latency_vs_rate.png), "
-        "[memory](memory_per_connection.png). Raw numbers: results.json.\n"
-    )
-    return "".join(md)
+def markdown(r: dict[str, Any]) -> str:
+    return render(DOCUMENT, Ctx(r))
 
 
 def plots(r: dict[str, Any], out: Path) -> list[str]:

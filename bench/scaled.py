@@ -536,7 +536,8 @@ def argon2_baseline(env: dict[str, str]) -> dict[str, Any]:
 
     from services.common.settings import load_settings
 
-    s = load_settings({**os.environ, **env})
+    # a secret only so that the settings load without generating one under var/
+    s = load_settings({"CHAT_JWT_SECRET": "argon2-baseline-" + "x" * 32, **os.environ, **env})
     ph = PasswordHasher(
         time_cost=s.argon2_time_cost,
         memory_cost=s.argon2_memory_kib,

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from services.common.settings import ROOT, SettingsError, load_settings
 
@@ -18,6 +19,16 @@ def migrate() -> None:
     from alembic.config import main as alembic_main
 
     alembic_main(argv=["-c", str(ROOT / "alembic.ini"), "upgrade", "head"])
+
+
+def _sqlite_directory(url: str) -> Path:
+    """Where the SQLite file of ``url`` lives (var/ by default), to create before migrating."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    if not name or name == ":memory:":
+        return ROOT / "var"
+    return Path(name).parent
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +59,7 @@ def main(argv: list[str]) -> None:
         args = [gunicorn, "-c", "python:services.auth.gunicorn_conf", "services.auth:create_app()"]
         os.execv(gunicorn, args)
     if settings.target == "all" and settings.database_url.startswith("sqlite"):
-        (ROOT / "var").mkdir(exist_ok=True)
+        _sqlite_directory(settings.database_url).mkdir(parents=True, exist_ok=True)
         migrate()  # the embedded mode migrates its own SQLite file at start
     from services.server import serve
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support import services as svc
 from tests.support.allinone import AllInOne
@@ -21,6 +22,16 @@ from tests.support.private_rabbit_cluster import (  # noqa: F401  (fixtures for 
     rabbit_cluster_module,
 )
 from tools.cluster import Cluster, Proc, free_port
+
+# Tests write only to temporary directories: Hypothesis (under schemathesis) would keep its
+# caches in .hypothesis/ of the working directory.
+HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="chat-hypothesis-"))
+set_hypothesis_home_dir(str(HYPOTHESIS_HOME))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
+
 
 FAST_ENV = {
     "CHAT_PRESENCE_HEARTBEAT": "1",
@@ -33,6 +44,35 @@ FAST_ENV = {
     "CHAT_SEND_QUEUE_MAX": "300",
     "CHAT_REGISTER_PER_IP_HOUR": "1000000",  # every test registers from 127.0.0.1
 }
+
+
+# The scaled mode's infrastructure. A test that needs any of these fixtures (directly or through
+# another fixture) is marked `scaled` at collection: `make test` runs it, `make test-fast` not.
+SCALED_FIXTURES = frozenset(
+    {
+        "cluster",  # gunicorn auth, uvicorn gateways and history on RabbitMQ and MariaDB
+        "rabbit_vhost",
+        "mysql_database",
+        "mariadb_url",  # tests/auth: the shared MariaDB
+        "rabbit_url",  # tests/history: the shared RabbitMQ and MariaDB
+        "mysql_url",
+        "fault_env",  # tests/faults: private RabbitMQ and MariaDB nodes
+        "rabbit_cluster_module",  # a private 3-node RabbitMQ cluster
+        "sharded_cluster",  # tests/history: a cluster with several history writers
+    }
+)
+
+
+# Every collected test, before -m/-k deselect any: tests/test_selection.py checks the markers.
+COLLECTED = pytest.StashKey[list[pytest.Item]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SCALED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.scaled)
+    config.stash[COLLECTED] = list(items)
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +144,10 @@ def scaled(cluster: Cluster) -> Stack:
     return cluster_stack(cluster)
 
 
-@pytest.fixture(params=["allinone", "scaled"])
+@pytest.fixture(params=["allinone", pytest.param("scaled", marks=pytest.mark.scaled)])
 def stack(request: pytest.FixtureRequest) -> Stack:
-    """One test body, both run modes."""
+    """One test body, both run modes (the scaled half is marked `scaled`: `make test-fast`
+    runs the all-in-one half only)."""
     if request.param == "allinone":
         return request.getfixturevalue("allinone")  # type: ignore[no-any-return]
     c: Cluster = request.getfixturevalue("cluster")

@@ -1,6 +1,7 @@
 """Throwaway RabbitMQ vhosts and MySQL databases, one per test session or benchmark part, on
 the machine's shared servers (which are never reconfigured otherwise). Used by
-``tests/support/services.py`` (which first checks the servers are there) and ``bench/common.py``."""
+``tests/support/services.py`` (which first checks the servers are there), ``bench/common.py``
+and ``bench/history_writer.py``."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ def rabbitmqctl() -> str | None:
     )
 
 
-def create_vhost(prefix: str) -> str:
-    """A new vhost ``<prefix>_<random>`` where guest may do anything."""
+def create_vhost(prefix: str, *, user: str = "guest") -> str:
+    """A new vhost ``<prefix>_<random>`` where ``user`` may do anything."""
     ctl = rabbitmqctl()
     if ctl is None:
         raise RuntimeError("rabbitmqctl is not installed")
     vhost = f"{prefix}_{secrets.token_hex(4)}"
-    for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+    for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
         subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
     return vhost
 

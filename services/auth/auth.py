@@ -165,6 +165,6 @@ def me() -> Response:
 
 @bp.get("/openapi.yaml")
 def openapi() -> Response:
-    """The OpenAPI 3.1 document of the auth and history REST APIs (docs/openapi.yaml)."""
+    """The OpenAPI 3.1 document of the REST API (services/auth/openapi.yaml, its one copy)."""
     text = current_app.extensions["chat_openapi"]
     return Response(text, mimetype="application/yaml")

@@ -34,13 +34,18 @@ def _user_not_found(exc: directory.UserNotFound) -> APIError:
     )
 
 
+def _username_field() -> str:
+    """The body's ``username`` (a JSON object with a string ``username``, else a 422)."""
+    username = json_object().get("username")
+    if not isinstance(username, str):
+        raise APIError(422, "invalid_request", "'username' must be a string")
+    return username
+
+
 @bp.post("/direct")
 def direct() -> Response:
     claims = authenticate()
-    data = json_object()
-    username = data.get("username")
-    if not isinstance(username, str):
-        raise APIError(422, "invalid_request", "'username' must be a string")
+    username = _username_field()
     try:
         obj, created, _ = directory.get_or_create_direct_room(
             db.session(), claims.user_id, username
@@ -146,10 +151,7 @@ def list_members(room_id: str) -> Response:
 @bp.post("/<room_id>/members")
 def add_member(room_id: str) -> Response:
     claims = authenticate()
-    data = json_object()
-    username = data.get("username")
-    if not isinstance(username, str):
-        raise APIError(422, "invalid_request", "'username' must be a string")
+    username = _username_field()
     try:
         obj, changed = directory.add_member(
             db.session(),

@@ -38,7 +38,7 @@ from tests.support import services as svc
 
 SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct horse battery"
-BACKENDS = ["sqlite", "mariadb"]
+BACKENDS = svc.BACKENDS
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

@@ -21,7 +21,7 @@ def test_production_defaults_meet_owasp() -> None:
     assert defaults.argon2_memory_kib >= OWASP_MIN_MEMORY_KIB == 19 * 1024
     assert defaults.argon2_time_cost >= OWASP_MIN_TIME_COST == 2
     assert defaults.argon2_parallelism >= 1
-    env_defaults = load_settings({})
+    env_defaults = load_settings({"CHAT_JWT_SECRET": "s" * 40})  # no generated secret under var/
     assert env_defaults.argon2_memory_kib >= OWASP_MIN_MEMORY_KIB
     assert env_defaults.argon2_time_cost >= OWASP_MIN_TIME_COST
     passwords = Passwords(defaults)

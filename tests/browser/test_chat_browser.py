@@ -2,12 +2,15 @@
 downloaded browser) against the scaled mode behind nginx (`cluster_url`).
 
 Every wait is a condition with a deadline (Playwright's expect / wait_for_function), never a
-fixed sleep. Screenshots of the main screens go to docs/screenshots/.
+fixed sleep. Screenshots of the main screens go to a temporary directory, or to
+CHAT_SCREENSHOTS_DIR when it is set: `make screenshots` refreshes docs/screenshots/ that way. A
+test run never writes into the repository.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -18,8 +21,6 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.scaled]
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
 PASSWORD = "Browser-test pass 7"
 WAIT_MS = 20_000  # deadline for one UI condition
 RECONNECT_MS = 40_000  # deadline for a reconnect after a gateway died
@@ -36,12 +37,24 @@ def _expect() -> Any:
     return expect
 
 
+@pytest.fixture(scope="module", autouse=True)
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CHAT_SCREENSHOTS_DIR (``make screenshots``: docs/screenshots), else a temporary directory."""
+    configured = os.environ.get("CHAT_SCREENSHOTS_DIR")
+    where = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    where.mkdir(parents=True, exist_ok=True)
+    Tab.shots = where
+    return where
+
+
 def uname(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
 class Tab:
     """One page of the client in its own browser context (its own sessionStorage)."""
+
+    shots: Path | None = None  # where ``shot`` writes (the ``screenshots`` fixture sets it)
 
     def __init__(
         self,
@@ -134,8 +147,10 @@ class Tab:
         return ids
 
     def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+        assert Tab.shots is not None, "the screenshots fixture sets the directory"
+        path = Tab.shots / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        assert path.stat().st_size > 0, path
 
     def assert_clean(self) -> None:
         assert self.dialogs == [], f"{self.username}: dialogs opened: {self.dialogs}"

@@ -7,6 +7,7 @@
 - Non-destructive scenarios (authorization, tokens, fuzzing, load) use the shared ``scaled``
   cluster of tests/conftest.py.
 - ``@pytest.mark.chaos``: the long soak. Deselected unless CHAT_CHAOS=1 (``make chaos``).
+- Every test here is marked ``scaled``: ``make test`` runs them, ``make test-fast`` does not.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:  # the whole fault-injection suite is left to `make test` (not test-fast)
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.scaled)
     if CHAOS:
         return
     keep, drop = [], []

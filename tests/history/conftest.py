@@ -6,26 +6,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from services.common.bus import Bus, create_bus
-from services.common.db import make_engine, normalize_url
+from services.common.db import make_engine
 from services.common.models import Base
 from tests.conftest import FAST_ENV
 from tests.support import services as svc
 from tools.cluster import Cluster
 
-from .helpers import (
-    AMQP_BASE,
-    MYSQL_ADMIN,
-    migrate,
-    mysql_exec,
-    port_open,
-    rabbitmqctl,
-    unavailable,
-    unique,
-)
+from .helpers import migrate
 
 
 @pytest.fixture
@@ -50,39 +40,30 @@ async def memory_bus() -> AsyncIterator[Bus]:
     await bus.close()
 
 
-# real RabbitMQ and MariaDB (own vhost, own database) ----------------------------------------
+# real RabbitMQ and MariaDB (own vhost, own database: tests/support/services.py) -------------
 @pytest.fixture
 def rabbit_url() -> Iterator[str]:
-    if not port_open("127.0.0.1", 5672):
-        unavailable("RabbitMQ", "nothing listens on 127.0.0.1:5672")
-    if shutil.which("rabbitmqctl") is None:
-        unavailable("RabbitMQ", "rabbitmqctl is not installed")
-    vhost = unique("test_history")
-    try:
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    except Exception as exc:
-        unavailable("RabbitMQ", f"rabbitmqctl failed: {exc}")
-    yield AMQP_BASE + vhost
-    rabbitmqctl("delete_vhost", vhost)
+    vhost = svc.create_vhost("test_history")
+    yield svc.amqp_url(vhost)
+    svc.delete_vhost(vhost)
 
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
-    if not port_open("127.0.0.1", 3306):
-        unavailable("MariaDB", "nothing listens on 127.0.0.1:3306")
-    admin = create_engine(normalize_url(MYSQL_ADMIN))
-    name = unique("test_history")
-    try:
-        mysql_exec(admin, f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    except Exception as exc:
-        admin.dispose()
-        unavailable("MariaDB", f"cannot create a database: {exc}")
-    url = f"mysql://root@127.0.0.1:3306/{name}"
+    name = svc.create_database("test_history")
+    url = svc.mysql_url(name)
     migrate(url)
     yield url
-    mysql_exec(admin, f"DROP DATABASE IF EXISTS {name}")
-    admin.dispose()
+    svc.drop_database(name)
+
+
+@pytest.fixture
+async def amqp_bus(rabbit_url: str) -> AsyncIterator[Bus]:
+    bus = create_bus(rabbit_url, delivery_limit=5)
+    await bus.connect()
+    await bus.declare_history(1)
+    yield bus
+    await bus.close()
 
 
 @pytest.fixture

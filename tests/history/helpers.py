@@ -1,22 +1,18 @@
-"""Helpers shared by the history tests: wire messages, waiting on conditions, real services."""
+"""Helpers shared by the history tests: wire messages, waiting on conditions, rooms. Real
+RabbitMQ vhosts and MariaDB databases come from tests/support/services.py (tools/scratch.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from services.common import topology
@@ -28,8 +24,6 @@ from services.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "history-tests-" + "s" * 40
-MYSQL_ADMIN = "mysql://root@127.0.0.1:3306/"
-AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def migrate(url: str) -> None:
@@ -167,39 +161,3 @@ def add_room(
                     room_id=room_id, user_id=user_id, username=username, joined_ms=0
                 )
             )
-
-
-# real services ---------------------------------------------------------------------------
-def unavailable(what: str, why: str) -> None:
-    """Skip loudly, or fail under CI=true: CI must run the real-service tests."""
-    message = f"{what} unreachable ({why}): the real-service history tests did NOT run"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " and CI=true requires them")
-    pytest.skip(message)
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=30)
-
-
-def mysql_exec(engine: Engine, sql: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(text(sql))

@@ -1,5 +1,6 @@
-"""The scaled process's app: lifespan (bus, revocations, writer), health, readiness, metrics,
-JSON errors; and HistoryService.ready() when the database or the broker is away."""
+"""The history target as ``python -m services history`` composes it (services/app.py):
+lifespan (bus, revocations, writer), health, readiness, metrics, JSON errors; and
+HistoryService.ready() when the database or the broker is away."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from services.common.db import make_engine
 from services.common.ids import new_id
 from services.common.models import Base
 from services.common.tokens import RevocationSet, issue_access
-from services.history.app import create_app
 from services.history.service import HistoryService
+from tests.support.inprocess import build_app
 
 from .helpers import add_room, count_rows, eventually, publish, settings, wire
 
@@ -31,17 +32,18 @@ async def test_create_app_end_to_end_all_in_memory(tmp_path: Path) -> None:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     add_room(engine, ROOM, [(ALICE, "alice")])
-    s = settings(database_url=url, broker_url="memory://")
-    app = create_app(s)
+    s = settings(target="history", database_url=url, broker_url="memory://", history_shards=1)
+    app = build_app(s)
     sid = new_id()
     token, _ = issue_access(s, ALICE, "alice", sid)
     auth = {"Authorization": f"Bearer {token}"}
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app.state.asgi)  # as served: headers and all
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/healthz")).json() == {"status": "ok", "target": "history"}
+        assert app.state.gateway is None  # the history target: no gateway, no auth, no web
         assert (await client.get("/readyz")).status_code == 200
         service: HistoryService = app.state.history
         key, body, mid = wire(ROOM, ALICE, "via-app")

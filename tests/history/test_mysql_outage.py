@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,21 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from services.common import topology
-from services.common.bus import Bus, Delivery, create_bus
+from services.common.bus import Bus, Delivery
 from services.history import metrics
 from services.history.store import history_engine
 from services.history.writer import HistoryWriter
+from tests.support import services as svc
+from tools.cluster import free_port
 
 from .helpers import (
     count_rows,
     eventually,
-    free_port,
     marker,
     message_ids,
     migrate,
-    port_open,
     publish,
     settings,
-    unavailable,
     wire,
 )
 
@@ -94,7 +93,7 @@ class PrivateMariaDB:
     async def wait_up(self) -> None:
         def up() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.error_log()
-            if not port_open("127.0.0.1", self.port):
+            if not svc.port_open("127.0.0.1", self.port):
                 return False
             admin = create_engine(f"mysql+pymysql://root@127.0.0.1:{self.port}/")
             try:
@@ -132,25 +131,16 @@ def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
     if shutil.which("mariadb-install-db") is None or not (
         shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()
     ):
-        unavailable("private MariaDB", "mariadb-install-db / mariadbd are not installed")
+        svc.missing("private MariaDB: mariadb-install-db / mariadbd are not installed")
     db = PrivateMariaDB(tmp_path / "mariadb")
     db.base.mkdir()
     try:
         db.install()
     except Exception as exc:
-        unavailable("private MariaDB", f"mariadb-install-db failed: {exc}")
+        svc.missing(f"private MariaDB: mariadb-install-db failed: {exc}")
     db.start()
     yield db
     db.shutdown()
-
-
-@pytest.fixture
-async def amqp_bus(rabbit_url: str) -> AsyncIterator[Bus]:
-    bus = create_bus(rabbit_url, delivery_limit=5)
-    await bus.connect()
-    await bus.declare_history(1)
-    yield bus
-    await bus.close()
 
 
 def total(metric: Any) -> float:

@@ -19,6 +19,7 @@ from services.common.tokens import RevocationSet, issue_access
 from services.history.queries import Cursor, page_query
 from services.history.service import HistoryService
 from services.history.store import history_engine
+from tests.support import services as svc
 
 from .helpers import add_room, settings
 
@@ -29,7 +30,7 @@ ROOM, NOISE = "r" + "p" * 25, "r" + "q" * 25
 ALICE = "u" + "a" * 25
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=svc.BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]:
     if request.param == "sqlite":
         eng = request.getfixturevalue("sqlite_engine")

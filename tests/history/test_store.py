@@ -14,6 +14,7 @@ from services.common.models import Message, Room
 from services.history import store
 from services.history.store import history_engine
 from services.history.wire import Row
+from tests.support import services as svc
 
 from .helpers import add_room
 
@@ -21,7 +22,7 @@ ALICE = "u" + "a" * 25
 ROOMS = ["r" + str(i).zfill(25) for i in range(5)]
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=svc.BACKENDS)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     if request.param == "sqlite":
         yield request.getfixturevalue("sqlite_engine")

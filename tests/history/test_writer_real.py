@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from services.common.bus import Bus, Delivery, create_bus
 from services.history import metrics
 from services.history.store import history_engine
 from services.history.writer import HistoryWriter
+from tools.cluster import free_port
 
-from .helpers import SECRET, count_rows, eventually, free_port, message_ids, publish, settings, wire
+from .helpers import SECRET, count_rows, eventually, message_ids, publish, settings, wire
 
 pytestmark = pytest.mark.anyio
 
@@ -40,15 +41,6 @@ def mysql_engine(mysql_url: str) -> Iterator[Engine]:
     engine = history_engine(mysql_url)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-async def amqp_bus(rabbit_url: str) -> AsyncIterator[Bus]:
-    bus = create_bus(rabbit_url, delivery_limit=5)
-    await bus.connect()
-    await bus.declare_history(1)
-    yield bus
-    await bus.close()
 
 
 async def test_duplicates_yield_one_row(amqp_bus: Bus, mysql_engine: Engine) -> None:

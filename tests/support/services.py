@@ -21,6 +21,10 @@ MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
 _MYSQL = {"host": MYSQL_HOST, "port": MYSQL_PORT, "user": MYSQL_USER, "password": MYSQL_PASSWORD}
 
+# One test body on both databases: the all-in-one mode's SQLite and the scaled mode's MariaDB.
+# The MariaDB half is marked `scaled`, so `make test-fast` leaves it to `make test`.
+BACKENDS = ["sqlite", pytest.param("mariadb", marks=pytest.mark.scaled)]
+
 
 def missing(reason: str) -> None:
     """Skip loudly, or fail under CI=true (a real-service suite must run in CI)."""
