@@ -8,15 +8,16 @@ falls with load).
   message and nothing waits; under load, what arrives during a confirm's round trip forms the
   next batch, so the cost per message falls as the load rises. Order within a shard (and so
   within a room) is the order of acceptance.
-- **Live delivery**: only once history holds the batch, the same messages go to the other
-  gateways as cheaply as the broker allows: transient, unconfirmed, grouped by room
-  (``room.<id>.live``). The local members get them at once, without the broker. A live copy
-  the broker drops (it restarted) is what the resume rule covers: every gateway that may have
-  missed one tells its clients to resync, and history has the message.
+- **Live delivery**: right behind the batch, on the same channel, the same messages go to the
+  other gateways transient and not persistent, grouped by room (``room.<id>.live``); nothing
+  waits for their confirms. The local members get them once the batch is confirmed, without
+  the broker. A live copy the broker drops (it restarted) is what the resume rule covers: every
+  gateway that may have missed one tells its clients to resync, and history has the message.
 
-Because live copies leave only after the history copy is confirmed, a message a client missed
-live was routed to history before any marker published after the client's gateway bound the
-room: ``synced`` still means "history holds what you missed".
+The broker routes a channel's messages in order, so a live copy is routed after its history
+copy: a message a client missed live was routed to history before any marker published after
+the client's gateway bound the room, and ``synced`` still means "history holds what you
+missed".
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from services.common.bus import Bus, PublishError
 log = logging.getLogger("chat.gateway.publisher")
 
 MAX_BATCH = 500  # messages in one history batch
-UNSENT_MAX = 10_000  # live copies kept for a broker that is away
 
 
 class Publisher:
@@ -49,8 +49,6 @@ class Publisher:
         self.deliver_local = deliver_local
         self._buffers: dict[int, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
         self._busy: set[int] = set()  # shards with a batch in flight (or a flush coming)
-        self._unsent: list[tuple[str, bytes]] = []  # live copies the broker did not take
-        self._retrying = False
         self.batches = 0
         self.messages = 0
 
@@ -87,14 +85,34 @@ class Publisher:
     ) -> None:
         events = [e for e, _ in items]
         body = orjson.dumps({"type": "batch", "messages": events})
-        try:
-            await self.bus.publish(
+        by_room: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            by_room.setdefault(e["message"]["room"], []).append(e)
+        # the history batch first, then the live copies, on the same channel and in the same
+        # turn of the loop: the broker routes them in that order (the resume rule needs the
+        # history copy routed before any live one), and a gateway that dies once the batch
+        # has left has sent its live copies with it (waiting for the confirm before sending
+        # them left other gateways' members without a message that history held)
+        durable = asyncio.ensure_future(
+            self.bus.publish(
                 topology.MESSAGES,
                 topology.history_batch_key(shard),
                 body,
                 mandatory=True,
                 persistent=True,
             )
+        )
+        for room, evs in by_room.items():
+            live = asyncio.ensure_future(
+                self.bus.publish(
+                    topology.MESSAGES,
+                    topology.room_live_key(room),
+                    orjson.dumps({"type": "live", "messages": evs}),
+                )
+            )
+            live.add_done_callback(_retrieved)
+        try:
+            await durable
         except PublishError as exc:
             for _, f in items:
                 if not f.done():
@@ -110,44 +128,13 @@ class Publisher:
             raise
         self.batches += 1
         self.messages += len(events)
-        by_room: dict[str, list[dict[str, Any]]] = {}
-        for e in events:
-            by_room.setdefault(e["message"]["room"], []).append(e)
-        for room, evs in by_room.items():
-            key, live = (
-                topology.room_live_key(room),
-                orjson.dumps({"type": "live", "messages": evs}),
-            )
-            try:
-                await self.bus.publish_transient(topology.MESSAGES, key, live)
-            except PublishError:  # our broker connection died: other gateways did not get it
-                self._keep(key, live)
         for e in events:
             self.deliver_local(e)
         for _, f in items:
             if not f.done():
                 f.set_result(None)
 
-    def _keep(self, key: str, body: bytes) -> None:
-        """Send a live copy again once the broker takes it (late is fine: gateways drop a
-        copy they have had by id). Bounded: past it, the oldest go (history has them)."""
-        self._unsent.append((key, body))
-        del self._unsent[: max(0, len(self._unsent) - UNSENT_MAX)]
-        if not self._retrying:
-            self._retrying = True
-            task = asyncio.get_running_loop().create_task(self._resend())
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
-    async def _resend(self) -> None:
-        try:
-            while self._unsent:
-                await asyncio.sleep(0.5)
-                while self._unsent:
-                    key, body = self._unsent[0]
-                    try:
-                        await self.bus.publish_transient(topology.MESSAGES, key, body)
-                    except PublishError:
-                        break
-                    self._unsent.pop(0)
-        finally:
-            self._retrying = False
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a live copy was not confirmed: %s", task.exception())
