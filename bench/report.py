@@ -738,6 +738,69 @@ def _history_profile_intro(ctx: Ctx) -> str:
     )
 
 
+def _ms(d: dict[str, Any] | None, *keys: str) -> str:
+    return " / ".join(_f((d or {}).get(k), 0) for k in keys)
+
+
+BIGROOM_TABLE = Table(
+    lambda ctx: [ctx.r["bigroom"]],
+    [
+        ("members / online", lambda b: f"{_f(_get(b, 'create', 'members'))} / {_f(b['online'])}"),
+        ("create s", lambda b: _f(_get(b, "create", "server_ms", default=0) / 1000, 1)),
+        ("change server ms p50 / p99", lambda b: _ms(_get(b, "joins", "server"), "p50", "p99")),
+        (
+            "change → all told ms p50 / p99",
+            lambda b: _ms(_get(b, "joins", "all_members_told"), "p50", "p99"),
+        ),
+        num("bytes / member / change", "joins", "bytes_per_member_per_change", "mean"),
+        (
+            "message → last member ms p50 / p99",
+            lambda b: _ms(_get(b, "fanout", "send_to_last_member"), "p50", "p99"),
+        ),
+        (
+            "connect with rooms: ready cold / synced cold / ready warm ms (p50)",
+            lambda b: (
+                f"{_f(_get(b, 'connect', 'rooms'))} rooms: "
+                f"{_f(_get(b, 'connect', 'cold', 'p50'))} / "
+                f"{_f(_get(b, 'connect', 'cold_synced', 'p50'))} / "
+                f"{_f(_get(b, 'connect', 'warm', 'p50'))}"
+            ),
+        ),
+    ],
+)
+
+MEMBUS_TABLE = Table(
+    lambda ctx: ctx.r["membus"]["runs"],
+    [
+        num("bindings", "bindings"),
+        num("publishes/s", "publishes_per_s"),
+        num("µs / publish", "publish_us", nd=1),
+        num("the old scan: µs / publish", "scan_route_us", nd=1),
+    ],
+)
+
+HSCALE_TABLE = Table(
+    lambda ctx: ctx.r["history_scale"]["runs"],
+    [
+        num("shards = writers", "shards"),
+        num("drain msg/s", "drain_rate"),
+        num("writers ms CPU / msg", "cpu_ms_per_msg", "writers", nd=3),
+        num("MariaDB", "cpu_ms_per_msg", "mysql", nd=3),
+        num("RabbitMQ", "cpu_ms_per_msg", "rabbitmq", nd=3),
+        num("total", "cpu_ms_per_msg_total", nd=3),
+    ],
+)
+
+
+def _hscale_ratio(ctx: Ctx) -> str:
+    h = ctx.r["history_scale"]
+    return (
+        f"\n2 writers / 1 writer: **{_f(h.get('ratio_2_over_1'), 2)}**; 4 / 1: "
+        f"{_f(h.get('ratio_4_over_1'), 2)} (target ≥ 1.6 where MariaDB is not the limit; on "
+        f"{h.get('cpus')} cores the machine's CPU is the limit: see scale-out.md).\n"
+    )
+
+
 DOCUMENT = [
     Section(None, [_header]),
     Section("Targets (issue 8)", [TARGETS_TABLE]),
@@ -783,6 +846,21 @@ DOCUMENT = [
     Section("History writer", [_history_failed, HISTORY_TABLE]),
     Section(
         "Login rate (gunicorn auth, argon2id)", [LOGIN_TABLE], when=lambda ctx: ctx.s.get("login")
+    ),
+    Section(
+        "A big room (issue 13: one group, many members online, 3 gateways)",
+        [BIGROOM_TABLE],
+        when=lambda ctx: _get(ctx.r, "bigroom", "joins"),
+    ),
+    Section(
+        "The in-process bus with few and many bindings (all-in-one mode)",
+        [MEMBUS_TABLE],
+        when=lambda ctx: _get(ctx.r, "membus", "runs"),
+    ),
+    Section(
+        "History scale-out (issue 14: backlog drain, N shards and N writers)",
+        [HSCALE_TABLE, _hscale_ratio],
+        when=lambda ctx: _get(ctx.r, "history_scale", "runs"),
     ),
     Section(
         None,

@@ -61,6 +61,17 @@ FULL: dict[str, Any] = {
         "profile_s": 8,
     },
     "history_writer": ["--messages", "10000"],
+    "bigroom": {
+        "members": 10000,
+        "online": 1000,
+        "joins": 20,
+        "fanout_messages": 30,
+        "fanout_rate": 2,
+        "connect_rooms": 2000,
+        "settle": 2,
+    },
+    "membus": {"bindings": [20, 20000], "messages": 50000},
+    "history_scale": {"messages": 20000, "shards": [1, 2, 4], "rooms": 64},
 }
 
 SMOKE: dict[str, Any] = {
@@ -109,6 +120,17 @@ SMOKE: dict[str, Any] = {
         "env": {"CHAT_ARGON2_TIME_COST": "1", "CHAT_ARGON2_MEMORY_KIB": "8192"},
     },
     "history_writer": ["--messages", "200", "--rates", "200", "--paced-s", "1"],
+    "bigroom": {
+        "members": 150,
+        "online": 20,
+        "joins": 2,
+        "fanout_messages": 3,
+        "fanout_rate": 10,
+        "connect_rooms": 30,
+        "settle": 0.5,
+    },
+    "membus": {"bindings": [20, 2000], "messages": 2000},
+    "history_scale": {"messages": 300, "shards": [1, 2], "rooms": 8},
 }
 
 
@@ -167,7 +189,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (for make test)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     ap.add_argument(
-        "--only", default="", help="comma-separated parts: ceiling,peer,scaled,history,ceiling_end"
+        "--only",
+        default="",
+        help="comma-separated parts: ceiling,peer,scaled,history,bigroom,membus,history_scale,"
+        "ceiling_end",
     )
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
@@ -199,6 +224,20 @@ def main() -> None:
             ),
         ),
         ("history", lambda: history_writer(cfg["history_writer"])),
+        (
+            "bigroom",  # issue 13: a group of thousands with many members online
+            lambda: run_json([PYTHON, "-m", "bench.bigroom", json.dumps(cfg["bigroom"])], 900),
+        ),
+        (
+            "membus",  # issue 13: the in-process bus with few and many bindings
+            lambda: run_json([PYTHON, "-m", "bench.membus", json.dumps(cfg["membus"])], 300),
+        ),
+        (
+            "history_scale",  # issue 14: backlog drain with 1, 2, 4 shards and writers
+            lambda: run_json(
+                [PYTHON, "-m", "bench.history_scale", json.dumps(cfg["history_scale"])], 1200
+            ),
+        ),
         (
             "ceiling_end",  # the baseline again: how much the machine drifted during the run
             lambda: run_json(

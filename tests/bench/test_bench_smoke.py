@@ -89,6 +89,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert s["login"]["logins"] > 0 and s["login"]["codes"].get("200") == s["login"]["logins"]
     assert r["history"].get("live_rate"), r["history"]
 
+    # issue 13: a big room and the in-process bus; issue 14: history scale-out
+    b = r["bigroom"]
+    assert b["joins"]["changes"] == 4 and b["joins"]["bytes_per_member_per_change"]["max"] < 300
+    assert b["fanout"]["messages"] == 3 and b["connect"]["rooms"] == 30
+    assert [x["bindings"] for x in r["membus"]["runs"]] == [20, 2000]
+    assert all(x["publishes_per_s"] > 0 for x in r["membus"]["runs"])
+    hs = r["history_scale"]
+    assert [x["shards"] for x in hs["runs"]] == [1, 2] and hs["ratio_2_over_1"] > 0
+
     # the report: targets table, tables and plots
     assert {t["target"][:10] for t in r["targets"]}
     md = (tmp_path / "results.md").read_text()
@@ -99,6 +108,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "## Fan-out",
         "## Idle",
         "## Login",
+        "## A big room",
+        "## The in-process bus",
+        "## History scale-out",
     ):
         assert heading in md
     for png in ("throughput_vs_gateways.png", "latency_vs_rate.png", "memory_per_connection.png"):
