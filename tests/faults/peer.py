@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,23 @@ from tests.support.client import TEST_ORIGIN
 def _ms(iso: str) -> int:
     """Milliseconds since the epoch of an API timestamp (2026-11-23T10:15:30.123Z)."""
     return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000 + 0.5)
+
+
+# History requests in flight per shared HTTP client. A thousand clients catching up at once would
+# otherwise queue a thousand requests in one httpx pool, whose every event scans the whole queue
+# against every connection (seen with py-spy: a quarter of this process's CPU in a reconnect
+# storm, enough to time out WebSocket handshakes of the test's own clients).
+HTTP_IN_FLIGHT = 48
+_http_slots: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def http_slots(http: httpx.AsyncClient) -> asyncio.Semaphore:
+    slots = _http_slots.get(http)
+    if slots is None:
+        slots = _http_slots[http] = asyncio.Semaphore(HTTP_IN_FLIGHT)
+    return slots
 
 
 class NotConnected(Exception):
@@ -132,6 +150,7 @@ class Peer:
                     open_timeout=5,
                     max_size=2**22,
                     close_timeout=2,
+                    proxy=None,  # no proxy lookup in the environment on every connect
                 )
                 await ws.send(
                     orjson.dumps({"type": "auth", "token": self.user.access_token}).decode()
@@ -288,12 +307,13 @@ class Peer:
     async def _page(self, room: str, params: dict[str, Any]) -> dict[str, Any] | None:
         for attempt in range(20):
             try:
-                r = await self.http.get(
-                    f"{self.history_url}/api/history/{room}",
-                    params=params,
-                    headers=self.user.headers,
-                    timeout=10,
-                )
+                async with http_slots(self.http):
+                    r = await self.http.get(
+                        f"{self.history_url}/api/history/{room}",
+                        params=params,
+                        headers=self.user.headers,
+                        timeout=10,
+                    )
             except httpx.HTTPError:
                 r = None
             if r is not None and r.status_code == 200:

@@ -206,12 +206,34 @@ def gaps(peers: list[Peer], rows: dict[str, dict[str, Any]], ledger: Ledger) -> 
             if missing:
                 problems.append(
                     f"{p.user.username} misses {len(missing)} in {room}: {sorted(missing)[:3]}"
+                    f" ({why_missed(p, [rows[m] for m in sorted(missing)[:2]], ledger)})"
                 )
             if extra:
                 problems.append(f"{p.user.username} holds {len(extra)} unknown ids in {room}")
         if p.live_dups:
             problems.append(f"{p.user.username} got {p.live_dups} duplicate live deliveries")
     return problems
+
+
+def why_missed(p: Peer, missed: list[dict[str, Any]], ledger: Ledger) -> str:
+    """What a report of a gap needs: when each missed message was sent and acked, and what the
+    peer went through around then (times in seconds from the send)."""
+    by_key = {(op.sender_id, op.cmid): op for op in ledger.ops.values()}
+    out = []
+    for row in missed:
+        op = by_key.get((row["sender_id"], row["client_msg_id"]))
+        if op is None:
+            out.append(f"{row['id']}: not in the ledger")
+            continue
+        t0 = op.started
+        acked = f"{op.acked_at - t0:+.2f}" if op.acked_at is not None else "never"
+        trail = [(round(t - t0, 2), what) for t, what in op.trail][:4]
+        near = [(round(t - t0, 2), k) for t, k in p.events if -30 < t - t0 < 60][:12]
+        out.append(
+            f"{row['id']} from {op.sender} (own: {op.sender_id == p.user.id}), acked {acked}, "
+            f"attempts {trail}; peer on {p.current_gateway}, events {near}"
+        )
+    return "; ".join(out)
 
 
 async def wait_no_gaps(
