@@ -333,6 +333,7 @@ class Peer:
                     room, {"limit": 200, **({"before": before} if before else {})}
                 )
                 if page is None:
+                    self.events.append((time.monotonic(), f"catch_up_gave_up:{room}"))
                     return
                 msgs = page["messages"]
                 self._merge(msgs)
@@ -348,6 +349,7 @@ class Peer:
         while True:
             page = await self._page(room, {"after": after, "limit": 200})
             if page is None:
+                self.events.append((time.monotonic(), f"catch_up_gave_up:{room}"))
                 return
             msgs = page["messages"]
             self._merge(msgs)

@@ -91,6 +91,8 @@ def test_reconnect_storm_of_1000_clients_after_a_gateway_is_killed(faults: Fault
                 failures.append(f"only {len(on_victim)} clients were on the killed gateway")
             if scene.ledger.figures()["answers"].get("timeout"):
                 failures.append(f"sends left hanging: {scene.ledger.figures()['answers']}")
+            for problem in failures[:10]:  # pytest cuts a long assertion message
+                print("STORM", problem)
             assert not failures, failures
         finally:
             await scene.close()

@@ -231,7 +231,8 @@ def why_missed(p: Peer, missed: list[dict[str, Any]], ledger: Ledger) -> str:
         near = [(round(t - t0, 2), k) for t, k in p.events if -30 < t - t0 < 60][:12]
         out.append(
             f"{row['id']} from {op.sender} (own: {op.sender_id == p.user.id}), acked {acked}, "
-            f"attempts {trail}; peer on {p.current_gateway}, events {near}"
+            f"attempts {trail}; peer on {p.current_gateway}, events {near}, "
+            f"history errors {p.history_errors[-5:]} of {len(p.history_errors)}"
         )
     return "; ".join(out)
 
