@@ -76,7 +76,7 @@ fmt: venv
 clean:
 	rm -rf var $(VENV)
 
-## benchmarks (issue 8): the scaled mode on this machine vs its ceilings and a peer, < 15 min;
+## benchmarks (issue 8): the scaled mode on this machine vs its ceilings and a peer, ~17 min on 2 cores;
 ## writes docs/benchmarks/results.{json,md} and PNG plots. Needs the local RabbitMQ and MariaDB.
 bench: venv
 	$(PY) -m bench.run --out docs/benchmarks
