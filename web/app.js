@@ -15,6 +15,9 @@ import { UI } from './js/ui.js';
 
 const TYPING_SHOW_MS = 4_000;
 const ACTIVE_KEY = 'chat.active.v1';
+const READ_RETRY_MS = 2_000;
+// error frames without a client_msg_id that answer a `read` or `typing` frame: not shown
+const QUIET_ERRORS = new Set(['message_not_found', 'unavailable', 'room_not_found', 'not_a_member']);
 
 const session = new Session();
 const store = new Store();
@@ -249,6 +252,17 @@ function onMessage(msg) {
   if (msg.room === store.activeRoomId) ui.invalidate('messages', 'typing'); // then maybeMarkRead
 }
 
+let readRetry = null;
+function retryRead() {
+  if (readRetry) return;
+  readRetry = setTimeout(() => {
+    readRetry = null;
+    const roomId = store.activeRoomId;
+    const s = roomId && store.state.get(roomId);
+    if (s && s.lastRead && inChat) reads.mark(roomId, s.lastRead);
+  }, READ_RETRY_MS);
+}
+
 /** My read position moved on another connection (another tab or device). */
 function onReadFrame(f) {
   if (typeof f.room !== 'string' || !store.rooms.has(f.room)) return;
@@ -281,6 +295,12 @@ function onErrorFrame(f) {
     return;
   }
   if (f.client_msg_id) return; // already confirmed: a late duplicate answer
+  if (QUIET_ERRORS.has(f.code)) {
+    // the answer to a `read` (a message history has not stored yet, a write that failed) or a
+    // typing frame for a room just left: nothing for a person to do; the read goes again
+    retryRead();
+    return;
+  }
   ui.showBanner(text);
 }
 

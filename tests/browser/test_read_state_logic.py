@@ -269,6 +269,14 @@ def test_store_read_state_from_the_server_and_other_devices(page: Any) -> None:
         // an object without the fields (a `joined` frame) leaves them as they are
         st.upsertRoom(room('r1'));
         o.kept = [st.rs('r1').unread, st.rs('r1').lastRead];
+        // one room fetched while connected: the server's count may lag its history writer
+        st.upsertRoom(room('r1', {{ unread: 2, last_read: 'm100', muted: false }}));
+        o.lagging = [st.rs('r1').unread, st.rs('r1').lastRead];
+        st.upsertRoom(room('r1', {{ unread: 9, last_read: 'm100', muted: false }}));
+        o.more = st.rs('r1').unread;
+        st.setRooms([room('r1', {{ unread: 7, last_read: 'm900', muted: false }}),
+          room('r2', {{ unread: 4, last_read: null, muted: true }})]); // `ready` again: its word
+        o.snapshot = st.rs('r1').unread;
         // the history of r1 arrives and holds the last read message: counted exactly
         st.merge('r1', list);
         st.rs('r1').loaded = true;
@@ -293,6 +301,9 @@ def test_store_read_state_from_the_server_and_other_devices(page: Any) -> None:
     assert out["title"] == 7  # a muted room is not in the title's count
     assert out["muted"] is True
     assert out["kept"] == [7, "m900"]
+    assert out["lagging"] == [7, "m900"]
+    assert out["more"] == 9
+    assert out["snapshot"] == 7
     assert out["read3"] == 5
     assert out["backwards"] is False and out["still3"] == "m003"
     assert out["read9"] == 0

@@ -89,7 +89,7 @@ export class Store {
     for (const id of [...this.rooms.keys()]) if (!keep.has(id)) this.removeRoom(id);
     for (const r of list) {
       this.rooms.set(r.id, r);
-      this.applyRoomState(r);
+      this.applyRoomState(r, true);
       const pages = this.memberPages.get(r.id);
       if (pages && hasMemberList(r)) this.dropMemberPages(r.id);
       else if (pages) pages.setCount(r.member_count);
@@ -100,7 +100,7 @@ export class Store {
   upsertRoom(room, toFront = false) {
     const known = this.rooms.has(room.id);
     this.rooms.set(room.id, room);
-    this.applyRoomState(room);
+    this.applyRoomState(room, false);
     const pages = this.memberPages.get(room.id);
     if (pages && hasMemberList(room)) this.dropMemberPages(room.id);
     else if (pages) pages.setCount(room.member_count);
@@ -108,15 +108,20 @@ export class Store {
   }
 
   /**
-   * The caller's state in a room object (`GET /api/rooms`, `ready`): `last_read`, `unread`
-   * (counted up to 1000 by the server) and `muted`. Objects without them (a `joined` frame,
-   * an answer to a create call) leave what we know as it is.
+   * The caller's state in a room object: `last_read`, `unread` (counted up to 1000 by the
+   * server, from stored history) and `muted`. `snapshot` (`ready`, `GET /api/rooms`): the
+   * server's word replaces ours. Otherwise (one room fetched while connected, the answer to a
+   * create call) the live count we keep is newer than the server's, whose history writer may
+   * lag by a batch: the larger count wins and a read position we have stays. Objects without
+   * the fields (a `joined` frame) leave what we know as it is.
    */
-  applyRoomState(room) {
+  applyRoomState(room, snapshot) {
     const s = this.rs(room.id);
-    if (room.last_read !== undefined) s.lastRead = typeof room.last_read === 'string' ? room.last_read : null;
+    if (room.last_read !== undefined && (snapshot || !s.lastRead)) {
+      s.lastRead = typeof room.last_read === 'string' ? room.last_read : null;
+    }
     if (typeof room.unread === 'number' && room.unread >= 0) {
-      s.unread = room.unread;
+      s.unread = snapshot ? room.unread : Math.max(s.unread, room.unread);
       this.recount(room.id); // what we hold may say more (messages after the count was made)
     }
     if (typeof room.muted === 'boolean') this.setMuted(room.id, room.muted);
