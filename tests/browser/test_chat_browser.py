@@ -461,7 +461,9 @@ def test_team_day_online_list_unread_badges_and_the_new_messages_line(
     """A day's state in one picture (docs/screenshots/team.png): the online list, unread
     badges in two conversations and the "New messages" line where alice left off."""
     expect = _expect()
-    alice = Tab(browser, cluster_url, viewport={"width": 1280, "height": 720})
+    alice = Tab(
+        browser, cluster_url, viewport={"width": 1280, "height": 720}, permissions=["notifications"]
+    )
     bob, carol = Tab(browser, cluster_url), Tab(browser, cluster_url)
     try:
         tag = secrets.token_hex(2)
@@ -485,8 +487,11 @@ def test_team_day_online_list_unread_badges_and_the_new_messages_line(
         alice.expect_bodies(
             ["Morning! Did the deploy go out?", "Yes, at 9:40. No errors so far.", "Great, thanks."]
         )
-        # alice turns to the group; bob writes on in the direct chat, carol in the group
+        # alice turns to the group (and mutes it); bob writes on in the direct chat, carol in
+        # the group
         alice.open_room(group)
+        alice.page.click("#mute-btn")
+        expect(alice.page.locator("#mute-btn")).to_have_attribute("aria-pressed", "true")
         bob.send("One more thing: the release notes need your review.")
         bob.send("Whenever you have a minute.")
         carol.open_room(group)
@@ -641,6 +646,10 @@ def test_phone_sized_screen(browser: Any, cluster_url: str) -> None:
         ivy.shot("mobile")
         ivy.page.click("#sidebar-toggle")
         expect(ivy.page.locator(f'[data-room-id="{room}"]')).to_be_in_viewport()
+        # the picture once the sidebar has slid in all the way
+        ivy.page.wait_for_function(
+            "() => document.getElementById('sidebar').getAnimations().length === 0"
+        )
         ivy.shot("mobile-sidebar")
         ivy.page.click(f'[data-room-id="{room}"]')
         expect(ivy.page.locator("#new-dm-input")).not_to_be_in_viewport()

@@ -154,7 +154,8 @@ def test_jump_to_newest_when_scrolled_up(browser: Any, cluster_url: str, tabs: l
     # more unread than fit: the view opens at the line, and they stay unread until seen
     assert body_after_divider(alice) == "line 0"
     line_top = alice.page.eval_on_selector(
-        "#messages", "(el) => el.querySelector('[data-testid=new-divider]').offsetTop - el.scrollTop"
+        "#messages",
+        "(el) => el.querySelector('[data-testid=new-divider]').offsetTop - el.scrollTop",
     )
     assert 0 <= line_top < 60, line_top
     jump = alice.page.locator("#jump-newest")

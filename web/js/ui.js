@@ -196,7 +196,7 @@ export class UI {
       ? 'Notifications are blocked for this site in the browser settings.'
       : (state === 'on' ? 'Click to turn desktop notifications off' : 'Click to get desktop notifications');
     b.querySelector('.label').textContent = label;
-    b.querySelector('.bell').textContent = state === 'on' ? '🔔' : '🔕';
+    b.querySelector('.icon').className = state === 'on' ? 'icon bell' : 'icon bell-off';
   }
 
   setMe(username) {
@@ -265,7 +265,9 @@ export class UI {
       }
       const muted = st.isMuted(room.id);
       btn.append(h('span', { class: 'room-name', text: st.roomName(room) }));
-      if (muted) btn.append(h('span', { class: 'muted-icon', text: '🔕', title: 'muted', 'aria-label': 'muted' }));
+      if (muted) {
+        btn.append(h('span', { class: 'icon bell-off muted-icon', title: 'muted', role: 'img', 'aria-label': 'muted' }));
+      }
       btn.append(h('span', {
         class: muted ? 'unread muted' : 'unread',
         text: unread ? String(unread > 99 ? '99+' : unread) : '',
@@ -312,7 +314,10 @@ export class UI {
     if (room) {
       const muted = st.isMuted(room.id);
       mute.setAttribute('aria-pressed', String(muted));
-      mute.textContent = muted ? '🔕 Muted' : '🔔 Mute';
+      mute.replaceChildren(
+        h('span', { class: muted ? 'icon bell-off' : 'icon bell', 'aria-hidden': 'true' }),
+        h('span', { class: 'label', text: muted ? 'Muted' : 'Mute' }),
+      );
       mute.title = muted
         ? 'Muted: no notifications from this conversation. Click to unmute.'
         : 'Mute: no notifications from this conversation';
