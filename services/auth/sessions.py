@@ -129,7 +129,9 @@ def rotate(
         raise InvalidRefresh()
     session = db.get(Session, row.session_id)
     if getattr(claimed, "rowcount", 0) != 1:
-        in_grace = row.used_ms is not None and 0 <= now_ms - row.used_ms <= grace_ms
+        # (now_ms may be before used_ms: this request read the clock, then waited for the
+        # row lock while the winner exchanged the token)
+        in_grace = row.used_ms is not None and now_ms - row.used_ms <= grace_ms
         if grace_ms > 0 and in_grace and _usable(session, now_ms):
             assert session is not None
             user = db.get(User, session.user_id)
