@@ -55,7 +55,10 @@ def uname(prefix: str) -> str:
 # Every page of a test: `window.__setHidden(true)` makes the tab hidden as far as the page can
 # tell (document.visibilityState, document.hidden, a visibilitychange event): headless
 # Chromium shows every tab. Notifications the page raises are recorded in `window.__notes`
-# (the real ones are made too), and `window.__permissionAsks` counts permission prompts.
+# (the real ones are made too). Headless Chromium denies the notification permission without
+# asking; unless the context grants it, the page sees a browser that has not asked yet
+# ("default"), as a new user's would, and `Notification.requestPermission()` counts the prompt
+# in `window.__permissionAsks` and answers `window.__permissionAnswer` ("denied" unless set).
 TEST_INIT_SCRIPT = """
 (() => {
   let hidden = false;
@@ -65,17 +68,21 @@ TEST_INIT_SCRIPT = """
   window.__setHidden = (h) => { hidden = h; document.dispatchEvent(new Event('visibilitychange')); };
   window.__notes = [];
   window.__permissionAsks = 0;
+  window.__permissionAnswer = 'denied';
   const Real = window.Notification;
   if (typeof Real !== 'function') return;
+  let permission = Real.permission === 'granted' ? 'granted' : 'default';
   class Recorded extends Real {
     constructor(title, options) {
       window.__notes.push({ title, body: options && options.body, tag: options && options.tag });
       super(title, options);
     }
   }
-  Recorded.requestPermission = (...args) => {
+  Object.defineProperty(Recorded, 'permission', { configurable: true, get: () => permission });
+  Recorded.requestPermission = async () => {
     window.__permissionAsks += 1;
-    return Real.requestPermission(...args);
+    if (permission === 'default') permission = window.__permissionAnswer;
+    return permission;
   };
   window.Notification = Recorded;
 })();

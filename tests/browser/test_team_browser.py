@@ -256,28 +256,20 @@ def test_notifications_hidden_tab_muted_room_and_permission_on_click(
     assert len(alice.notes()) == 3
 
     # a browser that has not granted the permission: asked on the click only
-    # (headless Chromium answers "denied" without asking: this page's browser has not been
-    # asked yet, and says yes when it is)
     carol = open_tab(tabs, browser, cluster_url)
-    carol.context.add_init_script(
-        """(() => {
-          const N = window.Notification;
-          let permission = 'default';
-          Object.defineProperty(N, 'permission', { configurable: true, get: () => permission });
-          N.requestPermission = async () => {
-            window.__permissionAsks += 1;
-            permission = 'granted';
-            return permission;
-          };
-        })();"""
-    )
-    carol.page.reload()
     carol.register(uname("carol"))
     expect(carol.page.locator("#notify-btn")).to_have_attribute("data-state", "off")
     assert carol.page.evaluate("() => window.__permissionAsks") == 0
+    carol.page.evaluate("() => { window.__permissionAnswer = 'granted'; }")  # the user says yes
     carol.page.click("#notify-btn")
     expect(carol.page.locator("#notify-btn")).to_have_attribute("data-state", "on")
     assert carol.page.evaluate("() => window.__permissionAsks") == 1
+    # one who says no: the button says notifications are blocked (and cannot ask again)
+    assert other.page.evaluate("() => window.__permissionAsks") == 0
+    other.page.click("#notify-btn")
+    expect(other.page.locator("#notify-btn")).to_have_attribute("data-state", "blocked")
+    expect(other.page.locator("#notify-btn")).to_be_disabled()
+    assert other.page.evaluate("() => window.__permissionAsks") == 1
     for t in (alice, bob, other, carol):
         t.assert_clean()
 

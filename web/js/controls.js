@@ -45,9 +45,10 @@ export function bindControls(app) {
   el['logout-btn'].addEventListener('click', () => busy(el['logout-btn'], () => session.logout()));
 
   // asked only here, on a click: never on load
-  el['notify-btn'].addEventListener('click', () => busy(el['notify-btn'], async () => {
+  el['notify-btn'].addEventListener('click', async () => {
+    el['notify-btn'].disabled = true; // until answered; stays so when the user said no
     ui.setNotifyState(await notifier.toggle());
-  }));
+  });
 
   el['mute-btn'].addEventListener('click', () => {
     const roomId = store.activeRoomId;
