@@ -25,8 +25,9 @@ def page(browser: Any, web_url: str) -> Iterator[Any]:
 
 
 # A fake of POST /api/auth/session/{refresh,logout}: the cookie jar is one variable (shared by
-# the Session objects of the page, like a browser's tabs), a refresh is slow (so two at once
-# overlap), rotates the token, and a token used twice ends the session (a replay).
+# the Session objects of the page, like a browser's tabs). The server decides at once (it
+# rotates the token; a token used twice ends the session: a replay) and the answer takes 30 ms
+# to come back (so two refreshes at once overlap, and a logout can cross one).
 FAKE_SERVER = """
   const server = { jar: 'rt0', used: new Set(), revoked: false, n: 0, inFlight: 0, maxInFlight: 0,
     refreshes: 0, logouts: [], legacyLogouts: [] };
@@ -49,18 +50,22 @@ FAKE_SERVER = """
     const sent = server.jar; // what the browser sends: the jar as it is now
     server.inFlight += 1;
     server.maxInFlight = Math.max(server.maxInFlight, server.inFlight);
-    await new Promise((r) => setTimeout(r, 30));
-    server.inFlight -= 1;
     server.refreshes += 1;
-    if (!sent || server.revoked) return answer(401, { error: { code: 'invalid_token' } });
-    if (server.used.has(sent)) { // a replay: the session is over
+    let status = 200;
+    if (!sent || server.revoked) status = 401;
+    else if (server.used.has(sent)) { // a replay: the session is over
       server.revoked = true;
-      return answer(401, { error: { code: 'invalid_token' } });
+      status = 401;
+    } else {
+      server.used.add(sent);
+      server.n += 1;
     }
-    server.used.add(sent);
-    server.n += 1;
-    server.jar = 'rt' + server.n;
-    return answer(200, { access_token: 'at' + server.n, token_type: 'bearer', expires_in: 900,
+    const n = server.n;
+    await new Promise((r) => setTimeout(r, 30)); // the answer on its way back
+    server.inFlight -= 1;
+    if (status !== 200) return answer(401, { error: { code: 'invalid_token' } });
+    server.jar = 'rt' + n; // the Set-Cookie arrives with the answer
+    return answer(200, { access_token: 'at' + n, token_type: 'bearer', expires_in: 900,
       username: 'alice' });
   };
   const { Session } = await import('/js/session.js');
@@ -123,9 +128,8 @@ def test_logout_in_one_tab_ends_every_tab_and_a_login_signs_them_in(page: Any) -
         const b = new Session();
         const ended = [];
         b.addEventListener('ended', (ev) => ended.push(ev.detail.why));
-        await a.resume();
-        await until(() => b.loggedIn); // b adopted a's token
-        const o = { b_token: b.access === a.access };
+        await Promise.all([a.resume(), b.resume()]);
+        const o = { b_token: Boolean(b.access) && b.access.startsWith('at') };
         const t0 = performance.now();
         await a.logout();
         await until(() => ended.length > 0);
@@ -155,6 +159,30 @@ def test_logout_in_one_tab_ends_every_tab_and_a_login_signs_them_in(page: Any) -
     assert out["pending"] is None
     assert out["c"] == "none"
     assert out["after_login"] == ["at-login", "at-login"]
+
+
+def test_a_refresh_that_crosses_a_logout_signs_nobody_in(page: Any) -> None:
+    out = run(
+        page,
+        """
+        const a = new Session();
+        const b = new Session();
+        await Promise.all([a.resume(), b.resume()]);
+        // b refreshes (the server has answered, the answer is on its way) when a logs out
+        const refreshing = b.refresh();
+        await until(() => server.inFlight === 1);
+        await a.logout();
+        const o = { refreshed: await refreshing };
+        await new Promise((r) => setTimeout(r, 100)); // any late token message has arrived
+        o.a = a.loggedIn;
+        o.b = b.loggedIn;
+        o.answered = server.n; // the server did hand out that token (it was not revoked yet)
+        return o;
+        """,
+    )
+    assert out["answered"] >= 2
+    assert out["refreshed"] is False
+    assert out["a"] is False and out["b"] is False
 
 
 def test_a_logout_that_failed_is_sent_again_before_resuming(page: Any) -> None:

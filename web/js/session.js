@@ -58,6 +58,7 @@ export class Session extends EventTarget {
     this.gen = 0; // +1 whenever a token is set (here or adopted from another tab)
     this.tabId = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
     this._refreshing = null;
+    this._endedGen = 0; // `gen` right after the last end(): a refresh begun before it is void
     this._timer = null;
     this._claims = new Map(); // tab id -> ms: rival refresh claims (no Web Locks)
     this.locks = navigator.locks && typeof navigator.locks.request === 'function'
@@ -104,7 +105,7 @@ export class Session extends EventTarget {
   /** A login (`X-Chat-Session: cookie`) answered with a token; the cookie holds the rest. */
   adoptLogin(body, username) {
     try { localStorage.removeItem(LOGOUT_PENDING); } catch { /* ignore */ }
-    this._set(body, username, { broadcast: true });
+    this._set(body, username, { broadcast: 'login' });
   }
 
   /**
@@ -140,11 +141,14 @@ export class Session extends EventTarget {
   }
 
   async _refreshNow() {
+    const began = this.gen;
     const res = await this._post('/api/auth/session/refresh');
+    // a logout (here or in another tab) while it was on its way: its answer is void
+    if (this._endedGen > began) return false;
     if (res.ok) {
       const body = await res.json();
       if (!body || typeof body.access_token !== 'string') throw new SessionError('bad refresh answer');
-      this._set(body, body.username || this.username, { broadcast: true });
+      this._set(body, body.username || this.username, { broadcast: 'refresh' });
       return true;
     }
     if (res.status === 401 || res.status === 403) {
@@ -181,7 +185,8 @@ export class Session extends EventTarget {
     };
     this.gen += 1;
     this._schedule();
-    if (broadcast) this._broadcast({ type: 'token', tab: this.tabId, ...this.data });
+    // a new login signs in the tabs on the login screen; a refresh only feeds signed-in tabs
+    if (broadcast) this._broadcast({ type: 'token', kind: broadcast, tab: this.tabId, ...this.data });
     this.dispatchEvent(new CustomEvent('token', {
       detail: { switched: Boolean(before) && before !== this.data.username },
     }));
@@ -192,6 +197,7 @@ export class Session extends EventTarget {
     const had = Boolean(this.data);
     this.data = null;
     this.gen += 1;
+    this._endedGen = this.gen;
     clearTimeout(this._timer);
     this._timer = null;
     if (broadcast) this._broadcast({ type: 'logout', tab: this.tabId, why });
@@ -224,10 +230,12 @@ export class Session extends EventTarget {
       this._claims.set(msg.tab, Date.now());
     } else if (msg.type === 'token' && typeof msg.access === 'string') {
       this._claims.delete(msg.tab);
-      // only a newer token than ours (or a first one, or another user's: a login elsewhere)
+      // signed out here: only a login signs this tab in (not a refresh that crossed a logout)
+      if (!this.data && msg.kind !== 'login') return;
+      // signed in: only a newer token than ours (or another user's: a login elsewhere)
       if (this.data && msg.username === this.data.username && msg.expiresAt <= this.data.expiresAt) return;
       this._set({ access_token: msg.access, expires_in: (msg.expiresAt - Date.now()) / 1000 },
-        msg.username, { broadcast: false });
+        msg.username, { broadcast: null });
     } else if (msg.type === 'logout') {
       this.end({ broadcast: false, why: msg.why === 'logout' ? 'peer-logout' : 'expired' });
     }
