@@ -196,6 +196,7 @@ export class UI {
       ? 'Notifications are blocked for this site in the browser settings.'
       : (state === 'on' ? 'Click to turn desktop notifications off' : 'Click to get desktop notifications');
     b.querySelector('.label').textContent = label;
+    b.setAttribute('aria-label', label); // the label is hidden on a phone: the icon stays
     b.querySelector('.icon').className = state === 'on' ? 'icon bell' : 'icon bell-off';
   }
 
