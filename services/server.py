@@ -53,8 +53,10 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        # X-Forwarded-For / -Proto only from the proxies the operator names: by default none
+        # (uvicorn's own default trusts loopback, i.e. every local client, and "*" anyone)
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
     )
 

@@ -9,7 +9,15 @@ import signal
 import httpx
 
 from tests.support import services as svc
-from tests.support.client import Stack, WsClient, direct_room, history, register_and_login, wait_for
+from tests.support.client import (
+    PASSWORD,
+    Stack,
+    WsClient,
+    direct_room,
+    history,
+    register_and_login,
+    wait_for,
+)
 from tools.cluster import Cluster
 
 
@@ -103,6 +111,35 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
         page = http.get(cluster_url + "/")
         assert page.status_code == 200 and "Content-Security-Policy" in page.text
         assert "content-security-policy" in {k.lower() for k in page.headers}
+
+
+def test_issue_16_routes_through_the_load_balancer(cluster_url: str) -> None:
+    """nginx sends the browser session's calls and the user search to auth: the session cookie
+    (path /api/auth/session) round-trips through it, GET /api/users?prefix= is answered."""
+    lb = Stack("lb", cluster_url, cluster_url, [cluster_url], base_url=cluster_url)
+    alice = register_and_login(lb)
+    with httpx.Client(timeout=10, base_url=cluster_url) as browser:
+        cookie_mode = {"X-Chat-Session": "cookie", "Origin": cluster_url}
+        r = browser.post(
+            "/api/auth/login",
+            json={"username": alice.username, "password": PASSWORD},
+            headers=cookie_mode,
+        )
+        assert r.status_code == 200, r.text
+        assert "refresh_token" not in r.json() and "chat_session" in browser.cookies
+        refreshed = browser.post("/api/auth/session/refresh", headers=cookie_mode)
+        assert refreshed.status_code == 200, refreshed.text
+        assert refreshed.json()["username"] == alice.username
+        found = browser.get(
+            "/api/users",
+            params={"prefix": alice.username},
+            headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"},
+        )
+        assert found.status_code == 200, found.text
+        assert alice.username in [u["username"] for u in found.json()["users"]]
+        out = browser.post("/api/auth/session/logout", headers=cookie_mode)
+        assert out.status_code == 204
+        assert browser.post("/api/auth/session/refresh", headers=cookie_mode).status_code == 401
 
 
 def test_sigusr1_logs_every_task_and_the_process_keeps_serving(cluster: Cluster) -> None:

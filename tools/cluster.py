@@ -76,8 +76,10 @@ http {{
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header Connection "";
     proxy_next_upstream error timeout;
+    # /api/auth/ includes the browser session's /api/auth/session/* (its cookie's path);
+    # /api/users without a slash: GET /api/users?prefix= as well as /api/users/<name>
     location /api/auth/ {{ proxy_pass http://auth; }}
-    location /api/users/ {{ proxy_pass http://auth; }}
+    location /api/users {{ proxy_pass http://auth; }}
     location /api/rooms {{ proxy_pass http://auth; }}
     location /api/history/ {{ proxy_pass http://history; }}
     location /api/presence {{ proxy_pass http://gateway; }}

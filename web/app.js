@@ -6,13 +6,18 @@ import { Session } from './js/session.js';
 import { ChatSocket, gatewayUrl } from './js/socket.js';
 import { bindControls, mobile } from './js/controls.js';
 import { MemberPages, PresenceSub, SMALL_ROOM_MAX, hasMemberList, memberCount } from './js/members.js';
+import { Notifier } from './js/notify.js';
 import { Outbox } from './js/outbox.js';
+import { ReadSender, isLooking } from './js/readstate.js';
 import { Store } from './js/store.js';
 import { Sync } from './js/sync.js';
 import { UI } from './js/ui.js';
 
 const TYPING_SHOW_MS = 4_000;
 const ACTIVE_KEY = 'chat.active.v1';
+const READ_RETRY_MS = 2_000;
+// error frames without a client_msg_id that answer a `read` or `typing` frame: not shown
+const QUIET_ERRORS = new Set(['message_not_found', 'unavailable', 'room_not_found', 'not_a_member']);
 
 const session = new Session();
 const store = new Store();
@@ -26,7 +31,7 @@ const sync = new Sync({
     ui.invalidate('rooms');
   },
   onError: (e) => showError(e),
-  onNew: (roomId, added) => noteNew(roomId, added),
+  onNew: (roomId, added) => noteFetched(roomId, added),
 });
 
 let socket = null;
@@ -35,6 +40,20 @@ let refreshedSinceReady = false;
 let connects = 0; // `ready` frames seen by this page
 const fetchingRooms = new Set();
 let resyncing = false; // a `resync` came: membership frames may have been missed until `synced`
+let inChat = false; // the chat view is up (signed in)
+let resumeTimer = null;
+
+// read positions go out over the socket, or by REST while it is down (js/readstate.js)
+const reads = new ReadSender((roomId, messageId) => {
+  if (socket && socket.send({ type: 'read', room: roomId, message_id: messageId })) return null;
+  return api.markRead(roomId, messageId);
+});
+
+const notifier = new Notifier({
+  view: () => ({ room: store.activeRoomId, visible: document.visibilityState === 'visible' }),
+  onOpen: (roomId) => openRoom(roomId),
+  onChange: () => ui.setNotifyState(notifier.state),
+});
 
 // presence beyond contacts: the visible rows of a big group's member list (js/members.js)
 const presenceSub = new PresenceSub(
@@ -47,13 +66,19 @@ ui.pagesFor = (room) => memberPages(room);
 // ---------------------------------------------------------------- session lifecycle
 
 function enterChat() {
+  if (inChat) return;
+  inChat = true;
+  clearTimeout(resumeTimer);
   store.reset();
   presenceSub.reset();
+  reads.reset();
   delete ui.el['member-list'].dataset.presenceSub;
   store.me = { id: null, username: session.username || '' };
   store.loadPending();
   ui.setMe(store.me.username);
   ui.showChat();
+  ui.setNotifyState(notifier.state);
+  notifier.start();
   refreshedSinceReady = false;
   socket = new ChatSocket({
     url: gatewayUrl(),
@@ -69,36 +94,48 @@ function enterChat() {
     if (!socket || socket.everReady || !data || !Array.isArray(data.rooms)) return;
     store.setRooms(data.rooms);
     restoreActiveRoom();
-    ui.invalidate('rooms', 'header');
+    ui.invalidate('rooms', 'header', 'online');
   }).catch(showError);
 }
 
-let ending = false;
+/** The session is over (here, in another tab, or on the server): API calls end it this way. */
 function endSession(why) {
-  if (ending || !session.loggedIn) return;
-  ending = true;
-  try {
-    if (socket) socket.stop();
-    socket = null;
-    sync.reset();
-    presenceSub.reset();
-    session.clear({ broadcast: why === 'logout' });
-    store.clearSaved();
-    sessionStorage.removeItem(ACTIVE_KEY);
-    store.reset();
-    ui.showLogin();
-    ui.setConnState('offline');
-    if (why === 'expired' || why === 'peer-logout') {
-      ui.showBanner('Your session has ended. Please log in again.', 'info', 0);
-    } else {
-      ui.hideBanner();
-    }
-  } finally {
-    ending = false;
+  if (session.loggedIn) session.end({ broadcast: true, why }); // its `ended` event leaves the chat
+  else leaveChat(why);
+}
+
+/** Back to the login screen. `why`: logout | peer-logout | expired | switched. */
+function leaveChat(why) {
+  const was = inChat;
+  inChat = false;
+  if (socket) socket.stop();
+  socket = null;
+  sync.reset();
+  presenceSub.reset();
+  reads.reset();
+  notifier.stop();
+  store.clearSaved();
+  sessionStorage.removeItem(ACTIVE_KEY);
+  store.reset();
+  if (why === 'switched') return; // another user signed in in another tab: enterChat follows
+  ui.showLogin();
+  ui.setConnState('offline');
+  if (was && (why === 'expired' || why === 'peer-logout')) {
+    ui.showBanner('Your session has ended. Please log in again.', 'info', 0);
+  } else if (was) {
+    ui.hideBanner();
   }
 }
 
-session.addEventListener('ended', () => endSession('peer-logout'));
+session.addEventListener('ended', (ev) => leaveChat(ev.detail.why));
+session.addEventListener('token', (ev) => {
+  // a new access token: from a login or refresh here, or from another tab of this browser
+  if (ev.detail.switched && inChat) leaveChat('switched');
+  if (!inChat) {
+    ui.hideBanner();
+    enterChat();
+  }
+});
 
 async function getToken() {
   try {
@@ -122,7 +159,7 @@ async function onAuthRejected() {
   } catch {
     return 'backoff'; // could not reach the auth service: try again later
   }
-  endSession('expired');
+  endSession('expired'); // the session is gone (logged out elsewhere, expired): every tab
   return 'logout';
 }
 
@@ -130,7 +167,8 @@ function onClosed(code) {
   sync.onBreak();
   ui.el['conn-state'].dataset.closeCode = String(code); // for tests and support
   for (const s of store.state.values()) s.typing.clear();
-  ui.invalidate('typing');
+  store.presenceLost(); // nobody is known to be online while we are not connected
+  ui.invalidate('typing', 'rooms', 'header', 'members', 'online');
   const text = closeText(code);
   if (text && code !== 4001 && code !== 1012) ui.showBanner(text, 'info');
 }
@@ -146,6 +184,8 @@ function onFrame(f) {
     case 'typing': return onTyping(f);
     case 'presence': return onPresence(f);
     case 'room': return onRoomEvent(f);
+    case 'read': return onReadFrame(f);
+    case 'muted': return onMutedFrame(f);
     case 'synced':
       sync.onSynced();
       if (resyncing) invalidateMemberPages();
@@ -171,6 +211,7 @@ function onReady(f) {
   state.dataset.connects = String(connects);
   store.setRooms(Array.isArray(f.rooms) ? f.rooms : []);
   store.online = new Set((f.online || []).map((u) => String(u).toLowerCase()));
+  store.presenceKnown = true;
   resyncing = false;
   invalidateMemberPages(); // member frames sent while we were away are lost: fetch again
   presenceSub.onReady(); // a new connection has no presence_sub yet
@@ -179,7 +220,7 @@ function onReady(f) {
   restoreActiveRoom();
   const active = store.activeRoomId;
   if (active && !store.rs(active).loaded) sync.loadFirst(active);
-  ui.invalidate('rooms', 'header', 'messages', 'composer');
+  ui.invalidate('rooms', 'header', 'messages', 'composer', 'online');
 }
 
 function onMessage(msg) {
@@ -188,8 +229,51 @@ function onMessage(msg) {
   const s = store.rs(msg.room);
   const added = store.merge(msg.room, [msg]);
   if (msg.sender) s.typing.delete(msg.sender);
-  noteNew(msg.room, added);
-  if (msg.room === store.activeRoomId) ui.invalidate('messages', 'typing');
+  if (!added.length) return;
+  store.touch(msg.room);
+  const fromOther = !store.isMe(msg.sender);
+  if (fromOther && !looking(msg.room)) {
+    // unread: counted from what we hold when that is exact, else one more on the server's count
+    if (!store.recount(msg.room)) s.unread += 1;
+    // the user is away from this open room (tab hidden, scrolled up): mark where they left off
+    if (msg.room === store.activeRoomId && s.divider === null) {
+      s.divider = added[0].id;
+      s.dividerShown = true; // no jump: the user scrolls to it
+    }
+    const room = store.rooms.get(msg.room);
+    notifier.consider(added[0], {
+      roomName: store.roomName(room),
+      isDirect: Boolean(room && room.kind === 'direct'),
+      isMe: (u) => store.isMe(u),
+      muted: store.muted,
+    });
+  }
+  ui.invalidate('rooms');
+  if (msg.room === store.activeRoomId) ui.invalidate('messages', 'typing'); // then maybeMarkRead
+}
+
+let readRetry = null;
+function retryRead() {
+  if (readRetry) return;
+  readRetry = setTimeout(() => {
+    readRetry = null;
+    const roomId = store.activeRoomId;
+    const s = roomId && store.state.get(roomId);
+    if (s && s.lastRead && inChat) reads.mark(roomId, s.lastRead);
+  }, READ_RETRY_MS);
+}
+
+/** My read position moved on another connection (another tab or device). */
+function onReadFrame(f) {
+  if (typeof f.room !== 'string' || !store.rooms.has(f.room)) return;
+  if (store.setRead(f.room, f.message_id)) ui.invalidate('rooms', 'jump');
+}
+
+/** A room was muted or unmuted (here, or on another connection). */
+function onMutedFrame(f) {
+  if (typeof f.room !== 'string' || typeof f.muted !== 'boolean') return;
+  store.setMuted(f.room, f.muted);
+  ui.invalidate('rooms', 'header');
 }
 
 function onAck(f) {
@@ -211,6 +295,12 @@ function onErrorFrame(f) {
     return;
   }
   if (f.client_msg_id) return; // already confirmed: a late duplicate answer
+  if (QUIET_ERRORS.has(f.code)) {
+    // the answer to a `read` (a message history has not stored yet, a write that failed) or a
+    // typing frame for a room just left: nothing for a person to do; the read goes again
+    retryRead();
+    return;
+  }
   ui.showBanner(text);
 }
 
@@ -337,23 +427,59 @@ function learnRoom(roomId) {
     .finally(() => fetchingRooms.delete(roomId));
 }
 
-function noteNew(roomId, added) {
+/**
+ * Messages a history fetch brought (a catch-up after a reconnect, the first page, older
+ * pages). The server's unread count covers what was stored before `ready`; where we hold the
+ * last read message the count is made again from what we hold, exactly.
+ */
+function noteFetched(roomId, added) {
   if (!added.length) return;
-  const s = store.rs(roomId);
-  const unseen = roomId !== store.activeRoomId || document.hidden;
-  for (const m of added) if (!store.isMe(m.sender) && unseen) s.unread += 1;
+  store.recount(roomId);
   store.touch(roomId);
   ui.invalidate('rooms');
+}
+
+/** Is the user reading this room's newest messages right now (js/readstate.js)? */
+function looking(roomId) {
+  const s = store.state.get(roomId);
+  return isLooking({
+    active: store.activeRoomId,
+    roomId,
+    loaded: s && s.loaded,
+    visible: document.visibilityState === 'visible',
+    atBottom: ui.atBottom(),
+  });
+}
+
+/** After every render of the messages, a scroll, the tab coming back: read what is shown. */
+function maybeMarkRead() {
+  const roomId = store.activeRoomId;
+  if (!roomId || !inChat || !looking(roomId)) return;
+  const s = store.rs(roomId);
+  const newest = s.newest();
+  const changed = s.unread !== 0;
+  s.unread = 0;
+  if (newest && s.lastRead !== newest.id) {
+    s.lastRead = newest.id;
+    reads.mark(roomId, newest.id);
+  }
+  if (changed) ui.invalidate('rooms', 'jump');
 }
 
 // ---------------------------------------------------------------- rooms
 
 function openRoom(roomId) {
   if (!store.rooms.has(roomId)) return;
+  const before = store.activeRoomId;
+  if (before && before !== roomId && store.state.get(before)) {
+    store.rs(before).divider = undefined; // the line is placed again at the next visit
+  }
   store.activeRoomId = roomId;
   sessionStorage.setItem(ACTIVE_KEY, roomId);
   const s = store.rs(roomId);
-  s.unread = 0;
+  // the "New messages" line: placed once the history is here (ui.js), from the read state now
+  if (before !== roomId) s.divider = undefined;
+  notifier.viewChanged();
   if (!s.loaded) sync.loadFirst(roomId);
   if (mobile.matches) ui.setSidebar(false);
   ui.scrollToBottom();
@@ -397,16 +523,38 @@ function maybeLoadOlder() {
 // after each render of the message list: too short to scroll, or still at the top? fetch more
 ui.afterMessages = () => {
   if (ui.needsMoreToFill() || ui.nearTop()) maybeLoadOlder();
+  maybeMarkRead();
 };
 
 // ---------------------------------------------------------------- start
 
 bindControls({
-  store, ui, api, session, outbox, openRoom, dropRoom, endSession, enterChat, refreshPresence,
-  showError, maybeLoadOlder, socket: () => socket,
+  store, ui, api, session, outbox, notifier, openRoom, dropRoom, refreshPresence, showError,
+  maybeLoadOlder, maybeMarkRead, socket: () => socket,
 });
-if (session.loggedIn) enterChat();
-else {
-  ui.showLogin();
-  ui.setConnState('offline');
+
+document.addEventListener('visibilitychange', () => {
+  notifier.viewChanged();
+  maybeMarkRead();
+});
+
+/** On load: resume the browser's session from its cookie (a new tab, a restarted browser). */
+async function resume(attempt = 0) {
+  const result = await session.resume();
+  if (result === 'ok' || inChat) return; // the session's `token` event entered the chat
+  if (attempt === 0) {
+    ui.showLogin();
+    ui.setConnState('offline');
+  }
+  if (result === 'offline') {
+    // the server cannot be reached: keep trying quietly, the login form stays usable
+    ui.showBanner('Cannot reach the server. Retrying…', 'info', 0);
+    const delay = Math.min(30_000, 2_000 * 2 ** attempt);
+    resumeTimer = setTimeout(() => { if (!inChat) resume(attempt + 1); }, delay);
+  } else if (attempt > 0) {
+    ui.hideBanner(); // reachable again, and there is no session: the login form it is
+  }
 }
+
+ui.setNotifyState(notifier.state);
+resume();

@@ -21,7 +21,7 @@ from services.auth.passwords import Passwords
 from services.auth.presence import PresenceLookup, nobody, over_http
 from services.auth.relay_thread import BackgroundRelay
 from services.auth.state import EXTENSION, AuthState
-from services.auth.throttle import Limit, LoginThrottle
+from services.auth.throttle import DistinctLimit, Limit, LoginThrottle
 from services.common.bus import create_bus
 from services.common.db import engine_options, normalize_url
 from services.common.ids import now_ms
@@ -68,9 +68,13 @@ def create_app(
         passwords=Passwords(settings),
         throttle=LoginThrottle(
             per_account=Limit("user", settings.login_fail_per_account_hour, 3600_000),
-            per_address=Limit("addr", settings.login_fail_per_ip_burst, 60_000),
+            per_account_address=Limit("pair", settings.login_fail_per_account_ip_minute, 60_000),
+            accounts_per_address=DistinctLimit(
+                "accts", settings.login_fail_accounts_per_ip_hour, 3600_000
+            ),
         ),
         register_limit=Limit("reg", settings.register_per_ip_hour, 3600_000),
+        search_limit=Limit("search", settings.user_search_per_minute, 60_000),
         clock=clock or now_ms,
         relay=relay,
         background=background,
@@ -81,7 +85,8 @@ def create_app(
 
     hops = settings.trusted_proxy_hops
     if hops > 0:  # behind nginx / an Ingress: the client address is in X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
+        # and the scheme (a Secure session cookie over https) in X-Forwarded-Proto
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     register_error_handlers(app)
     requestlog.install(app)

@@ -1,4 +1,6 @@
-"""``/api/auth``: register, login, refresh, logout, me (API.md "Auth and users")."""
+"""``/api/auth``: register, login, refresh, logout, me (API.md "Auth and users"), and the
+browser's cookie session: login with ``X-Chat-Session: cookie``, ``/session/refresh``,
+``/session/logout`` (services/auth/browser.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,19 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.auth import metrics
+from services.auth import browser, metrics
 from services.auth.bearer import authenticate
 from services.auth.errors import APIError, unauthorized
 from services.auth.extensions import db
 from services.auth.passwords import password_problem
-from services.auth.sessions import InvalidRefresh, live_session, revoke, rotate, start_session
+from services.auth.sessions import (
+    InvalidRefresh,
+    live_session,
+    revoke,
+    rotate,
+    session_of_refresh,
+    start_session,
+)
 from services.auth.state import commit_and_publish, state
 from services.auth.throttle import Reservation, address_key, reserve
 from services.auth.validation import (
@@ -87,6 +96,9 @@ def _client_address() -> str | None:
 
 @bp.post("/login")
 def login() -> Response:
+    cookie = browser.wanted()
+    if cookie:
+        browser.check_origin()
     data = json_object()
     raw_username, raw_password = data.get("username"), data.get("password")
     if not isinstance(raw_username, str) or not isinstance(raw_password, str):
@@ -121,7 +133,22 @@ def login() -> Response:
     pair = start_session(db.session(), st.settings, user, now)
     db.session.commit()
     metrics.LOGINS.labels("ok").inc()
-    return jsonify(pair.as_json())
+    if not cookie:
+        return jsonify(pair.as_json())
+    assert pair.refresh_token is not None
+    return browser.set_cookie(
+        jsonify(pair.as_cookie_json()), pair.refresh_token, st.settings.refresh_ttl
+    )
+
+
+def _invalid_refresh(exc: InvalidRefresh) -> None:
+    """Undo or commit what a failed exchange staged (a reused token revokes its session)."""
+    if exc.reused:
+        log.warning("refresh token reused: session revoked")
+        metrics.REFRESH_REUSE.inc()
+        commit_and_publish(wait=True)
+    else:
+        db.session.rollback()
 
 
 @bp.post("/refresh")
@@ -131,15 +158,47 @@ def refresh() -> Response:
     try:
         pair = rotate(db.session(), st.settings, data.get("refresh_token"), st.clock())
     except InvalidRefresh as exc:
-        if exc.reused:
-            log.warning("refresh token reused: session revoked")
-            metrics.REFRESH_REUSE.inc()
-            commit_and_publish(wait=True)
-        else:
-            db.session.rollback()
+        _invalid_refresh(exc)
         raise unauthorized("invalid_token", "the refresh token is invalid or expired") from None
     db.session.commit()
     return jsonify(pair.as_json())
+
+
+@bp.post("/session/refresh")
+def session_refresh() -> Response:
+    """The browser's refresh: the token comes in the cookie, a new one goes back in it; tabs
+    refreshing at once within the grace all get an access token of the one session."""
+    browser.guard()
+    st = state()
+    now = st.clock()
+    grace_ms = int(st.settings.refresh_reuse_grace * 1000)
+    try:
+        pair = rotate(db.session(), st.settings, browser.token(), now, grace_ms=grace_ms)
+    except InvalidRefresh as exc:
+        _invalid_refresh(exc)
+        error = unauthorized("invalid_token", "the session has ended; log in again")
+        error.headers.update(browser.clearing_header())
+        raise error from None
+    db.session.commit()
+    response = jsonify(pair.as_cookie_json())
+    if pair.refresh_token is not None:  # within the grace: the cookie jar keeps the new one
+        max_age = (pair.expires_ms - now) // 1000
+        browser.set_cookie(response, pair.refresh_token, int(max_age))
+    return response
+
+
+@bp.post("/session/logout")
+def session_logout() -> Response:
+    """The browser's logout: ends the cookie's session like ``/logout`` (tokens revoked,
+    WebSockets closed with 4001), even once its access token has expired; clears the cookie."""
+    browser.guard()
+    st = state()
+    session = session_of_refresh(db.session(), browser.token())
+    if session is not None and revoke(db.session(), st.settings, session, st.clock()):
+        commit_and_publish(wait=True)
+    else:
+        db.session.rollback()
+    return browser.clear_cookie(Response(status=204))
 
 
 @bp.post("/logout")

@@ -1,8 +1,12 @@
-"""``/api/rooms``: direct rooms, groups and their members (API.md "Rooms")."""
+"""``/api/rooms``: direct rooms, groups and their members (API.md "Rooms"), and the caller's
+read state and mute in each (``/read``, ``/mute``; services/common/readstate.py).
+
+Room objects returned to the caller carry their ``last_read``, ``unread`` and ``muted``."""
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -14,6 +18,9 @@ from services.auth.errors import APIError
 from services.auth.extensions import db
 from services.auth.state import commit_and_publish, state
 from services.auth.validation import json_object
+from services.common import events, readstate
+from services.common.outbox import add_events
+from services.common.schema import ID_RE
 
 bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
 
@@ -32,6 +39,11 @@ def _user_not_found(exc: directory.UserNotFound) -> APIError:
         else "no such users: " + ", ".join(names),
         extra={"usernames": names},
     )
+
+
+def _for_caller(user_id: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The room object with the caller's read state (after the change is committed)."""
+    return readstate.annotate(db.session(), user_id, [obj])[0]
 
 
 def _username_field() -> str:
@@ -56,7 +68,7 @@ def direct() -> Response:
         raise APIError(422, "invalid_request", "a direct room needs another user") from None
     if created:
         commit_and_publish()
-    return jsonify(obj)
+    return jsonify(_for_caller(claims.user_id, obj))
 
 
 def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
@@ -104,22 +116,25 @@ def create_group() -> tuple[Response, int]:
         db.session.rollback()
         raise APIError(422, "invalid_request", str(exc)) from None
     commit_and_publish()
-    return jsonify(obj), 201
+    return jsonify(_for_caller(claims.user_id, obj)), 201
 
 
 @bp.get("")
 def list_rooms() -> Response:
     claims = authenticate()
-    return jsonify({"rooms": directory.rooms_of_user(db.session(), claims.user_id)})
+    session = db.session()
+    rooms = directory.rooms_of_user(session, claims.user_id)
+    return jsonify({"rooms": readstate.annotate(session, claims.user_id, rooms)})
 
 
 @bp.get("/<room_id>")
 def get_room(room_id: str) -> Response:
     claims = authenticate()
     try:
-        return jsonify(directory.member_room_object(db.session(), room_id, claims.user_id))
+        obj = directory.member_room_object(db.session(), room_id, claims.user_id)
     except directory.RoomNotFound:
         raise _room_not_found() from None
+    return jsonify(_for_caller(claims.user_id, obj))
 
 
 _MEMBERS_LIMIT = re.compile(r"[0-9]{1,4}")
@@ -172,7 +187,7 @@ def add_member(room_id: str) -> Response:
     except IntegrityError:  # added concurrently by another member: done either way
         db.session.rollback()
         obj = directory.member_room_object(db.session(), room_id, claims.user_id)
-    return jsonify(obj)
+    return jsonify(_for_caller(claims.user_id, obj))
 
 
 @bp.delete("/<room_id>/members/<path:username>")
@@ -190,3 +205,56 @@ def remove_member(room_id: str, username: str) -> tuple[str, int]:
         raise APIError(404, "user_not_found", "that user is not a member of this room") from None
     commit_and_publish()
     return "", 204
+
+
+READ_WAIT_S = 1.0  # how long a read may wait for its message to reach history
+
+
+@bp.post("/<room_id>/read")
+def mark_read(room_id: str) -> tuple[str, int]:
+    """The caller has read the room up to ``message_id``: the position moves there if that is
+    forwards (never back), and every connection of the caller hears ``read``."""
+    claims = authenticate()
+    message_id = json_object().get("message_id")
+    if not isinstance(message_id, str) or not ID_RE.fullmatch(message_id):
+        raise APIError(422, "invalid_request", "'message_id' must be a message id")
+    session = db.session()
+    if not _is_member(room_id, claims.user_id):
+        raise _room_not_found()
+    pos = readstate.message_position(session, room_id, message_id)
+    deadline = time.monotonic() + READ_WAIT_S
+    while pos is None and time.monotonic() < deadline:
+        # a message acked a moment ago may still be in its writer's batch (~20 ms)
+        session.rollback()
+        time.sleep(0.05)
+        pos = readstate.message_position(session, room_id, message_id)
+    if pos is None:
+        raise APIError(404, "message_not_found", "no such message in this room")
+    if readstate.advance(session, claims.user_id, room_id, pos):
+        add_events(session, [events.read_event(claims.user_id, room_id, pos[1], pos[0])])
+        commit_and_publish()
+    else:
+        session.rollback()
+    return "", 204
+
+
+@bp.put("/<room_id>/mute")
+def mute(room_id: str) -> Response:
+    """Mute (or unmute) the room for the caller; their connections hear ``muted``."""
+    claims = authenticate()
+    muted = json_object().get("muted")
+    if not isinstance(muted, bool):
+        raise APIError(422, "invalid_request", "'muted' must be true or false")
+    session = db.session()
+    if not ID_RE.fullmatch(room_id) or not readstate.set_muted(
+        session, claims.user_id, room_id, muted
+    ):
+        session.rollback()
+        raise _room_not_found()
+    add_events(session, [events.muted_event(claims.user_id, room_id, muted)])
+    commit_and_publish()
+    return jsonify({"room": room_id, "muted": muted})
+
+
+def _is_member(room_id: str, user_id: str) -> bool:
+    return bool(ID_RE.fullmatch(room_id)) and readstate.is_member(db.session(), room_id, user_id)

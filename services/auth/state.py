@@ -25,6 +25,7 @@ class AuthState:
     passwords: Passwords
     throttle: LoginThrottle
     register_limit: Limit  # registrations per client address
+    search_limit: Limit  # user searches (GET /api/users?prefix=) per user
     clock: Callable[[], int]  # epoch milliseconds; tests inject their own
     relay: OutboxRelay | None = None  # given by the caller (all-in-one, tests)
     background: BackgroundRelay | None = field(default=None)  # started lazily, scaled mode

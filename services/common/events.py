@@ -10,6 +10,13 @@ On ``chat.events``:
 - ``session_revoked`` (routing key ``session.revoked``): a session was logged out or killed.
   ``{"type":"session_revoked","sid","user_id","until"}`` (``until``: epoch seconds after which
   no access token of the session can be valid anyway)
+- ``read`` (routing key ``user.<user_id>`` from auth's ``POST /api/rooms/{id}/read``; from a
+  gateway, ``gw.<gateway_id>`` of each other gateway the user is connected to): the user's read
+  position in a room moved forwards.
+  ``{"type":"read","user_id","room","message_id","sent_ms","origin"?:{"gw","conn"}}``; the
+  gateways pass ``{"type":"read","room","message_id"}`` to the user's connections (but the
+  ``origin`` one).
+- ``muted`` (routing key ``user.<user_id>``): ``{"type":"muted","user_id","room","muted"}``.
 - ``synced`` (routing key ``gw.<gateway_id>``): the writer of one history shard has committed
   every message that was in the shard's queue before the gateway's marker.
   ``{"type":"synced","marker","shard"}``
@@ -86,6 +93,36 @@ def room_updated(room: dict[str, Any]) -> tuple[str, str, bytes]:
 def session_revoked(sid: str, user_id: str, until: float) -> tuple[str, str, bytes]:
     body = orjson.dumps({"type": "session_revoked", "sid": sid, "user_id": user_id, "until": until})
     return topology.EVENTS, topology.SESSION_REVOKED, body
+
+
+def read(
+    user_id: str,
+    room_id: str,
+    message_id: str,
+    sent_ms: int,
+    origin: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "read",
+        "user_id": user_id,
+        "room": room_id,
+        "message_id": message_id,
+        "sent_ms": sent_ms,
+    }
+    if origin is not None:
+        body["origin"] = origin
+    return body
+
+
+def read_event(user_id: str, room_id: str, message_id: str, sent_ms: int) -> tuple[str, str, bytes]:
+    """For every gateway (auth's REST call): they pass it to the user's connections."""
+    body = orjson.dumps(read(user_id, room_id, message_id, sent_ms))
+    return topology.EVENTS, topology.user_key(user_id), body
+
+
+def muted_event(user_id: str, room_id: str, muted: bool) -> tuple[str, str, bytes]:
+    body = orjson.dumps({"type": "muted", "user_id": user_id, "room": room_id, "muted": muted})
+    return topology.EVENTS, topology.user_key(user_id), body
 
 
 def synced(gateway_id: str, marker: str, shard: int = 0) -> tuple[str, str, bytes]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -52,3 +52,14 @@ def iso_ms(ms: int) -> str:
         _last_second[1] = dt.strftime("%Y-%m-%dT%H:%M:%S.")
         _last_second[0] = second
     return f"{_last_second[1]}{ms % 1000:03d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_ms(text: str) -> int:
+    """Epoch milliseconds of an ``iso_ms`` timestamp (ValueError if it is not one)."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"no time zone in {text!r}")
+    return (dt - _EPOCH) // timedelta(milliseconds=1)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,6 +58,9 @@ class RefreshToken(Base):
     session_id: Mapped[str] = mapped_column(ID, ForeignKey("sessions.id"), index=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
+    # when it was exchanged: presented again within CHAT_REFRESH_REUSE_GRACE of that (browser
+    # tabs sharing the session cookie refresh at once), it still gets an access token
+    used_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Room(Base):
@@ -81,6 +85,12 @@ class Membership(Base):
     # the member's (immutable) username, so that a room's members page by name on an index
     username: Mapped[str] = mapped_column(String(32))
     joined_ms: Mapped[int] = mapped_column(BigInteger)
+    # the member's read position: the last message read, by the history order (sent_ms, id);
+    # null: nothing read yet (unread counts the messages since ``joined_ms``). One row per
+    # member, written only when that member reads: a message costs no write per member.
+    last_read_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    last_read_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    muted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         Index("ix_memberships_user", "user_id", "room_id"),
         Index("ix_memberships_room_username", "room_id", "username", unique=True),

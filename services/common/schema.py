@@ -69,9 +69,15 @@ class PresenceSubFrame:
     users: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ReadFrame:
+    room: str
+    message_id: str
+
+
 MAX_PRESENCE_SUB = 500
 
-ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame
+ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame | ReadFrame
 
 
 def parse_frame(text: str | bytes) -> ClientFrame:
@@ -98,6 +104,13 @@ def parse_frame(text: str | bytes) -> ClientFrame:
         return PingFrame()
     if kind == "presence_sub":
         return _presence_sub(data)
+    if kind == "read":
+        room, message_id = data.get("room"), data.get("message_id")
+        if not isinstance(room, str) or not room or not isinstance(message_id, str):
+            raise FrameError("invalid_frame", "read needs 'room' and 'message_id' (strings)")
+        if not message_id or len(message_id) > 64:
+            raise FrameError("invalid_frame", "'message_id' must be a message id")
+        return ReadFrame(room[:64], message_id)
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "a frame needs a string 'type'")
     raise FrameError("invalid_frame", f"unknown frame type {kind[:40]!r}")

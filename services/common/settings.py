@@ -6,6 +6,7 @@ may invent a development secret; the scaled mode refuses to start without real o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -70,12 +71,22 @@ class Settings:
     argon2_memory_kib: int = 19 * 1024
     argon2_parallelism: int = 1
     login_fail_per_account_hour: int = 100
-    login_fail_per_ip_burst: int = 20  # failures per client address per minute
+    login_fail_per_account_ip_minute: int = 20  # failures for one account from one address
+    # distinct accounts with a failed login from one client address per rolling hour (an
+    # office behind one NAT address: one person's typos never lock out a colleague)
+    login_fail_accounts_per_ip_hour: int = 30
     register_per_ip_hour: int = 30  # registrations per client address per rolling hour
     # how many proxies in front of auth append to X-Forwarded-For (nginx / the Ingress: 1);
     # -1 = 1 in the scaled mode, 0 all-in-one (no proxy in front)
     trusted_proxy_hops: int = -1
     auth_workers: int = 0  # gunicorn workers; 0 = from the CPU count (2..4)
+    # peers (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto the uvicorn
+    # servers (all-in-one, gateway, history) believe; empty: no header is believed
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # a refresh token presented again this many seconds after its rotation (browser tabs
+    # refreshing at once through the session cookie) still gets an access token
+    refresh_reuse_grace: float = 10.0
+    user_search_per_minute: int = 30  # GET /api/users?prefix= per user per rolling minute
 
     # gateway
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -152,12 +163,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         login_fail_per_account_hour=_int(
             env, "CHAT_LOGIN_FAIL_PER_ACCOUNT_HOUR", defaults.login_fail_per_account_hour
         ),
-        login_fail_per_ip_burst=_int(
-            env, "CHAT_LOGIN_FAIL_PER_IP_BURST", defaults.login_fail_per_ip_burst
+        login_fail_per_account_ip_minute=_int(
+            env,
+            "CHAT_LOGIN_FAIL_PER_ACCOUNT_IP_MINUTE",
+            defaults.login_fail_per_account_ip_minute,
+        ),
+        login_fail_accounts_per_ip_hour=_int(
+            env, "CHAT_LOGIN_FAIL_ACCOUNTS_PER_IP_HOUR", defaults.login_fail_accounts_per_ip_hour
         ),
         register_per_ip_hour=_int(env, "CHAT_REGISTER_PER_IP_HOUR", defaults.register_per_ip_hour),
         trusted_proxy_hops=_int(env, "CHAT_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
         auth_workers=_int(env, "CHAT_AUTH_WORKERS", defaults.auth_workers),
+        forwarded_allow_ips=_list(env, "CHAT_FORWARDED_ALLOW_IPS"),
+        refresh_reuse_grace=_float(env, "CHAT_REFRESH_REUSE_GRACE", defaults.refresh_reuse_grace),
+        user_search_per_minute=_int(
+            env, "CHAT_USER_SEARCH_PER_MINUTE", defaults.user_search_per_minute
+        ),
         gateway_id=env.get("CHAT_GATEWAY_ID") or defaults.gateway_id,
         allowed_origins=_list(env, "CHAT_ALLOWED_ORIGINS"),
         max_frame_bytes=_int(env, "CHAT_MAX_FRAME_BYTES", defaults.max_frame_bytes),
@@ -196,6 +217,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "in the scaled mode (there is no default secret)"
             )
         object.__setattr__(s, "jwt_secret", _dev_secret())
+    for entry in s.forwarded_allow_ips:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"CHAT_FORWARDED_ALLOW_IPS: {entry!r} is not an address, a network or '*'"
+            ) from None
     if s.trusted_proxy_hops < 0:
         object.__setattr__(s, "trusted_proxy_hops", 1 if s.scaled else 0)
     if s.history_shards <= 0:

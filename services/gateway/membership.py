@@ -92,6 +92,7 @@ class UserState:
         "loads",
         "lock",
         "pending",
+        "read",
         "rooms",
         "seq",
         "stale",
@@ -109,6 +110,9 @@ class UserState:
         self.lock = asyncio.Lock()
         self.stale = False  # may have missed an event: no delivery, no send, until re-read
         self.gap = False  # pending overflowed during a read: read again after it
+        # the furthest read position known here per room ((sent_ms, message id)): a read frame
+        # at or behind it costs no database write (services/gateway/reads.py)
+        self.read: dict[str, tuple[int, str]] = {}
 
 
 Resync = Callable[[UserState], Awaitable[None]]
@@ -580,6 +584,7 @@ class Membership:
         conns: Iterable[Connection],
     ) -> None:
         us.rooms.discard(room_id)
+        us.read.pop(room_id, None)  # a member again later starts afresh
         room = self.rooms.get(room_id)
         frame_room = obj if obj is not None else (room.obj if room is not None else None)
         if frame_room is not None:

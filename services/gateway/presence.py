@@ -70,6 +70,10 @@ class Presence:
     def online_users(self) -> list[str]:
         return sorted(u for u, n in self.count.items() if n > 0)
 
+    def gateways_of(self, username: str) -> list[str]:
+        """The other gateways that list ``username`` (where else they have connections)."""
+        return [gw for gw, r in self.remote.items() if username in r.users]
+
     # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._announce({"kind": "hello", "seq": self.seq, "users": sorted(self.local)})

@@ -25,16 +25,17 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.common import config as cluster_config
-from services.common import topology
+from services.common import readstate, topology
 from services.common.bus import Bus, Delivery, PublishError
 from services.common.config import HistoryConfig
-from services.common.ids import now_ms
+from services.common.ids import now_ms, parse_ms
 from services.common.revocations import load_revoked
 from services.common.schema import (
     AuthFrame,
     FrameError,
     PingFrame,
     PresenceSubFrame,
+    ReadFrame,
     SendFrame,
     TypingFrame,
     parse_frame,
@@ -48,6 +49,7 @@ from services.gateway.lru import LRU, AckCache
 from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
 from services.gateway.publisher import Publisher
+from services.gateway.reads import ReadSync
 from services.gateway.sending import Sender, send_error
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
@@ -101,10 +103,15 @@ class GatewayService:
         self.history = HistoryConfig(settings.history_shards)  # read from the database at start
         self.markers = SyncMarkers(bus, self.gw, lambda: self.history.shards)
         self.acked = AckCache(settings.ack_cache_bytes)
-        self.seen: LRU[str, None] = LRU(SEEN_MAX)
+        # message ids delivered here -> (room id, sent_ms): a retried message goes out once,
+        # and a `read` of a message just delivered needs no history lookup
+        self.seen: LRU[str, tuple[str, int]] = LRU(SEEN_MAX)
         self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_message)
         self.sender = Sender(
             bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
+        )
+        self.reads = ReadSync(
+            bus, self.gw, self.store, self.membership, self.seen.get, self.presence.gateways_of
         )
         self.draining = False
         self._recovering: asyncio.Task[None] | None = None
@@ -310,6 +317,7 @@ class GatewayService:
         conn.user_id, conn.username, conn.sid = claims.user_id, claims.username, claims.sid
         conn.hold()  # live frames that arrive before `ready` wait behind it
         rooms = await self.membership.attach(conn)
+        rooms = await self._with_read_state(conn, rooms)
         metrics.CONNECTIONS.inc()
         await self.presence.connected(conn.username)
         if claims.sid in self.revoked:  # logged out while we were loading
@@ -329,6 +337,21 @@ class GatewayService:
         # the resume rule: "synced" says history holds everything the live stream missed,
         # so the marker goes out only once every room of the connection is bound here
         self._spawn(self._synced_when_bound(us, conn))
+
+    async def _with_read_state(
+        self, conn: Connection, rooms: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The caller's copies of the room objects: ``last_read``, ``unread``, ``muted``; the
+        positions are remembered (a read frame that does not move one costs no write)."""
+        view = await asyncio.to_thread(self.store.read_view, conn.user_id, [r["id"] for r in rooms])
+        us = self.membership.users.get(conn.user_id)
+        out = []
+        for obj in rooms:
+            st, unread = view.get(obj["id"], (None, 0))
+            out.append(readstate.with_state(obj, st, unread))
+            if us is not None and st is not None and st.last_read_id is not None:
+                self.reads.remember(us, obj["id"], st.position)
+        return out
 
     async def _synced_when_bound(self, us: UserState, conn: Connection) -> None:
         if await self.membership.wait_bound(us):
@@ -389,6 +412,11 @@ class GatewayService:
                 await self._handle_typing(conn, frame)
             elif isinstance(frame, PresenceSubFrame):
                 self.membership.fanout.subscribe(conn, frame.users)
+            elif isinstance(frame, ReadFrame):
+                try:
+                    await self.reads.handle(conn, frame)
+                except FrameError as exc:
+                    send_error(conn, exc.code, exc.message, None)
             elif isinstance(frame, PingFrame):
                 conn.send({"type": "pong"})
             else:  # a second auth frame
@@ -439,6 +467,10 @@ class GatewayService:
                 self.membership.on_room_event(event)
             elif kind == "session_revoked":
                 self._revoke(event)
+            elif kind == "read":
+                self.reads.on_read(event)
+            elif kind == "muted":
+                self.reads.on_muted(event)
             elif kind == "synced":
                 self.markers.answered(str(event.get("marker")), int(event.get("shard", 0)))
             elif kind == "history_config":
@@ -448,14 +480,16 @@ class GatewayService:
 
     def _deliver_message(self, event: dict[str, Any]) -> None:
         msg = event["message"]
-        if not self.seen.add_new(msg["id"], None):
+        sent = event.get("sent_ms")
+        if not isinstance(sent, int):
+            sent = parse_ms(msg["sent_at"])
+        if not self.seen.add_new(msg["id"], (msg["room"], sent)):
             return  # a retried or doubly routed message: each socket gets it once
         self.acked.put((event["sender_id"], msg["client_msg_id"]), msg)
         room = self.membership.rooms.get(msg["room"])
         if room is None:
             return
-        sent = event.get("sent_ms")
-        if isinstance(sent, int) and sent > room.clock:
+        if sent > room.clock:
             room.clock = sent
         origin = event.get("origin") or {}
         skip = origin.get("conn") if origin.get("gw") == self.gw else None

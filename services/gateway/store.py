@@ -1,5 +1,6 @@
-"""What a gateway reads from (and the one thing it writes to) the database. Every function is
-blocking: the gateway calls them in a worker thread (``asyncio.to_thread``)."""
+"""What a gateway reads from (and the two things it writes to: direct rooms, read positions)
+the database. Every function is blocking: the gateway calls them in a worker thread
+(``asyncio.to_thread``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from services.common import readstate
 from services.common.directory import (
     begin_snapshot,
     get_or_create_direct_room,
@@ -17,6 +19,7 @@ from services.common.directory import (
     room_objects,
 )
 from services.common.models import Message, User
+from services.common.readstate import Position
 from services.common.schema import message_object
 
 Snapshot = tuple[int, list[str]]  # (membership_seq, room ids)
@@ -53,6 +56,26 @@ class GatewayStore:
             return {}
         with Session(self.engine) as session:
             return room_objects(session, room_ids)
+
+    def read_view(
+        self, user_id: str, room_ids: list[str]
+    ) -> dict[str, tuple[readstate.ReadState, int]]:
+        """The user's read state and unread count in each of these rooms (for ``ready``)."""
+        with Session(self.engine) as session:
+            states = readstate.read_states(session, user_id, room_ids)
+            counts = readstate.unread_counts(session, user_id, states.values())
+            return {rid: (st, counts.get(rid, 0)) for rid, st in states.items()}
+
+    def message_position(self, room_id: str, message_id: str) -> Position | None:
+        with Session(self.engine) as session:
+            return readstate.message_position(session, room_id, message_id)
+
+    def advance_read(self, user_id: str, room_id: str, pos: Position) -> bool:
+        """Move the user's read position forwards (commits); True if it moved."""
+        with Session(self.engine) as session:
+            moved = readstate.advance(session, user_id, room_id, pos)
+            session.commit()
+            return moved
 
     def stored_message(self, mid: str, user_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:

@@ -48,7 +48,8 @@ LIVE_ENV = {
     "CHAT_ARGON2_TIME_COST": "1",
     "CHAT_ARGON2_MEMORY_KIB": "256",
     "CHAT_LOGIN_FAIL_PER_ACCOUNT_HOUR": str(ACCOUNT_LIMIT),
-    "CHAT_LOGIN_FAIL_PER_IP_BURST": "1000",
+    "CHAT_LOGIN_FAIL_PER_ACCOUNT_IP_MINUTE": "1000",
+    "CHAT_LOGIN_FAIL_ACCOUNTS_PER_IP_HOUR": "1000",
     "CHAT_REGISTER_PER_IP_HOUR": "1000000",
     "CHAT_LOG_LEVEL": "WARNING",
 }
@@ -120,7 +121,10 @@ def live(
         yield request.getfixturevalue("gunicorn_url")
         return
     settings = fast_settings(
-        database.url, login_fail_per_account_hour=ACCOUNT_LIMIT, login_fail_per_ip_burst=1000
+        database.url,
+        login_fail_per_account_hour=ACCOUNT_LIMIT,
+        login_fail_per_account_ip_minute=1000,
+        login_fail_accounts_per_ip_hour=1000,
     )
     app = create_app(settings, relay=relay.background.ensure_started(), clock=FakeClock())
     server = make_server("127.0.0.1", 0, app, threaded=True)

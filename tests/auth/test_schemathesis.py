@@ -49,7 +49,9 @@ def fuzz_app(tmp_path: Path) -> Iterator[Flask]:
     """The run is backend-independent (the other tests cover both): one migrated SQLite file."""
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     run_migrations(url)
-    settings = fast_settings(url, login_fail_per_ip_burst=100_000)
+    settings = fast_settings(
+        url, login_fail_per_account_ip_minute=100_000, login_fail_accounts_per_ip_hour=100_000
+    )
     app = create_app(settings, clock=FakeClock())
     yield app
     dispose(app)

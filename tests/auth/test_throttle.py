@@ -1,5 +1,7 @@
-"""Brute-force limits: per account (<= 100 failures an hour) and per client address (bursts),
-kept in the database, checked before any hashing, with Retry-After and expiry."""
+"""Brute-force limits: per account (<= 100 failures an hour), per account from one address
+(bursts), and per client address in DISTINCT accounts failed (an office behind one NAT address
+is not locked out by one person's typos), kept in the database, checked before any hashing,
+with Retry-After and expiry."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ import pytest
 from flask import Flask
 
 from services.auth import create_app
-from services.auth.throttle import Limit, address_key
+from services.auth.extensions import db
+from services.auth.throttle import DistinctLimit, Limit, address_key, reserve_distinct
 from services.common.settings import Settings
 from tests.auth.conftest import PASSWORD, Api, FakeClock, Relay, auth_state, dispose, error_code
 
 ACCOUNT_LIMIT = 5
-ADDRESS_LIMIT = 8
+PAIR_LIMIT = 4  # failures for one account from one address per minute
+ADDRESS_ACCOUNTS = 8  # distinct accounts failed from one address per hour
 
 
 @pytest.fixture
@@ -23,7 +27,8 @@ def strict_app(settings: Settings, relay: Relay, clock: FakeClock) -> Iterator[F
     tight = replace(
         settings,
         login_fail_per_account_hour=ACCOUNT_LIMIT,
-        login_fail_per_ip_burst=ADDRESS_LIMIT,
+        login_fail_per_account_ip_minute=PAIR_LIMIT,
+        login_fail_accounts_per_ip_hour=ADDRESS_ACCOUNTS,
     )
     app = create_app(tight, relay=relay.background.ensure_started(), clock=clock)
     yield app
@@ -37,7 +42,9 @@ def from_addr(addr: str) -> dict[str, object]:
 def test_production_limits_meet_asvs() -> None:
     defaults = Settings()
     assert 0 < defaults.login_fail_per_account_hour <= 100  # ASVS 2.2.1
-    assert 0 < defaults.login_fail_per_ip_burst
+    assert 0 < defaults.login_fail_per_account_ip_minute
+    # an office behind one NAT address: well above one person's typos
+    assert defaults.login_fail_accounts_per_ip_hour >= 20
 
 
 def test_account_lockout_and_its_expiry(strict_app: Flask, clock: FakeClock) -> None:
@@ -83,22 +90,87 @@ def test_unknown_accounts_are_limited_too(strict_app: Flask) -> None:
     assert api.login("ghost", "wrong password", **from_addr("10.0.3.99")).status_code == 429
 
 
-def test_address_burst_limit(strict_app: Flask, clock: FakeClock) -> None:
+def test_distinct_accounts_per_address(strict_app: Flask, clock: FakeClock) -> None:
+    """An address with failures on ADDRESS_ACCOUNTS accounts may not try a new one (an address
+    spraying guesses over many accounts), before any hashing; the accounts it already tried
+    are not refused by this limit, other addresses are unaffected, and it ages out."""
     api = Api(strict_app)
     api.register("alice")
+    api.register("bob")
     passwords = auth_state(strict_app).passwords
-    for i in range(ADDRESS_LIMIT):  # many accounts, one address
-        assert api.login(f"user{i}", "wrong password", **from_addr("192.0.2.7")).status_code == 401
+    here = from_addr("192.0.2.7")
+    assert api.login("bob", "wrong password", **here).status_code == 401
+    for i in range(ADDRESS_ACCOUNTS - 1):  # many accounts, one address (bob is one of them)
+        clock.advance(60)
+        assert api.login(f"user{i}", "wrong password", **here).status_code == 401
     before = passwords.calls
-    r = api.login("alice", PASSWORD, **from_addr("192.0.2.7"))
+    r = api.login("alice", PASSWORD, **here)
     assert r.status_code == 429
     assert error_code(r) == "rate_limited"
-    assert 0 < int(r.headers["Retry-After"]) <= 66
+    retry_after = int(r.headers["Retry-After"])
+    # bob's failure (the oldest) ages out first: an hour after it, a little less from now
+    assert 3600 - 60 * ADDRESS_ACCOUNTS <= retry_after <= 3600
     assert passwords.calls == before
-    # Another address is unaffected; the burst limit passes within a minute or so.
+    # an account already counted may still be tried (its own limits apply): bob logs in
+    assert api.login("bob", PASSWORD, **here).status_code == 200
+    # another address is unaffected
     assert api.login("alice", PASSWORD, **from_addr("192.0.2.8")).status_code == 200
+    # bob's success forgot his failure: one slot is free again, alice gets it
+    assert api.login("alice", PASSWORD, **here).status_code == 200
+    clock.advance(retry_after)
+    assert api.login("carol-new", "wrong password", **here).status_code == 401
+
+
+def test_one_colleague_mistyping_never_locks_out_another(
+    strict_app: Flask, clock: FakeClock
+) -> None:
+    """Issue 16: two accounts behind one address; one mistypes 20+ times (locking only their
+    own account from there), the other logs in at once, every time."""
+    api = Api(strict_app)
+    api.register("alice")
+    api.register("bob")
+    office = from_addr("198.51.100.20")
+    statuses = [api.login("alice", f"typo {i}", **office).status_code for i in range(25)]
+    assert statuses[:PAIR_LIMIT] == [401] * PAIR_LIMIT
+    assert set(statuses[PAIR_LIMIT:]) == {429}  # alice, from here: her own problem
+    for _ in range(3):
+        assert api.login("bob", PASSWORD, **office).status_code == 200
+    # alice herself: from another address at once, from the office once the burst passed
+    assert api.login("alice", PASSWORD, **from_addr("198.51.100.21")).status_code == 200
+    clock.advance(70)
+    assert api.login("alice", PASSWORD, **office).status_code == 200
+
+
+def test_account_burst_from_one_address(strict_app: Flask, clock: FakeClock) -> None:
+    api = Api(strict_app)
+    api.register("alice")
+    here = from_addr("192.0.2.9")
+    for i in range(PAIR_LIMIT):
+        assert api.login("alice", f"wrong {i}", **here).status_code == 401
+    r = api.login("alice", PASSWORD, **here)
+    assert r.status_code == 429
+    assert 0 < int(r.headers["Retry-After"]) <= 66
     clock.advance(int(r.headers["Retry-After"]))
-    assert api.login("alice", PASSWORD, **from_addr("192.0.2.7")).status_code == 200
+    assert api.login("alice", PASSWORD, **here).status_code == 200
+
+
+def test_distinct_limit_never_overshoots(strict_app: Flask, clock: FakeClock) -> None:
+    """The distinct-accounts check counts after its mark is committed: at most the limit of
+    new accounts pass, whatever the interleaving (here: marks from 'other workers' that
+    land between a check's mark and its count)."""
+    limit = DistinctLimit("accts", 3, 3_600_000)
+    with strict_app.app_context():
+        session = db.session()
+        passed = [
+            reserve_distinct(session, limit, "203.0.113.5", f"acct{i}", clock()) for i in range(6)
+        ]
+        assert [w == 0 for w in passed] == [True, True, True, False, False, False]
+        # an account already counted passes; another key is separate
+        assert reserve_distinct(session, limit, "203.0.113.5", "acct1", clock()) == 0
+        assert reserve_distinct(session, limit, "203.0.113.6", "acct9", clock()) == 0
+        # a refused mark was not kept: after the window, exactly the three age out
+        clock.advance(3601)
+        assert reserve_distinct(session, limit, "203.0.113.5", "acct4", clock()) == 0
 
 
 def test_successful_logins_do_not_count(strict_app: Flask) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -51,8 +52,47 @@ def uname(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
+# Every page of a test: `window.__setHidden(true)` makes the tab hidden as far as the page can
+# tell (document.visibilityState, document.hidden, a visibilitychange event): headless
+# Chromium shows every tab. Notifications the page raises are recorded in `window.__notes`
+# (the real ones are made too). Headless Chromium denies the notification permission without
+# asking; unless the context grants it, the page sees a browser that has not asked yet
+# ("default"), as a new user's would, and `Notification.requestPermission()` counts the prompt
+# in `window.__permissionAsks` and answers `window.__permissionAnswer` ("denied" unless set).
+TEST_INIT_SCRIPT = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, 'visibilityState',
+    { configurable: true, get() { return hidden ? 'hidden' : 'visible'; } });
+  Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get() { return hidden; } });
+  window.__setHidden = (h) => { hidden = h; document.dispatchEvent(new Event('visibilitychange')); };
+  window.__notes = [];
+  window.__permissionAsks = 0;
+  window.__permissionAnswer = 'denied';
+  const Real = window.Notification;
+  if (typeof Real !== 'function') return;
+  let permission = Real.permission === 'granted' ? 'granted' : 'default';
+  class Recorded extends Real {
+    constructor(title, options) {
+      window.__notes.push({ title, body: options && options.body, tag: options && options.tag });
+      super(title, options);
+    }
+  }
+  Object.defineProperty(Recorded, 'permission', { configurable: true, get: () => permission });
+  Recorded.requestPermission = async () => {
+    window.__permissionAsks += 1;
+    if (permission === 'default') permission = window.__permissionAnswer;
+    return permission;
+  };
+  window.Notification = Recorded;
+})();
+"""
+
+
 class Tab:
-    """One page of the client in its own browser context (its own sessionStorage)."""
+    """One page of the client: in a browser context of its own (another browser, as far as
+    the session goes), or a second tab of another Tab's browser (``same_browser_as``: the
+    same cookies, BroadcastChannel and Web Locks)."""
 
     shots: Path | None = None  # where ``shot`` writes (the ``screenshots`` fixture sets it)
 
@@ -62,20 +102,21 @@ class Tab:
         base: str,
         *,
         viewport: dict[str, int] | None = None,
-        session_from: Tab | None = None,
+        same_browser_as: Tab | None = None,
+        storage_state: Any = None,
+        permissions: list[str] | None = None,
     ) -> None:
         self.base = base
-        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
-        if session_from is not None:
-            # the same login session in a second browser: copy the tab's sessionStorage
-            entries = session_from.page.evaluate(
-                "() => JSON.stringify(Object.entries(sessionStorage))"
+        self.owns_context = same_browser_as is None
+        if same_browser_as is not None:
+            self.context = same_browser_as.context
+        else:
+            self.context = browser.new_context(
+                viewport=viewport or {"width": 1280, "height": 800},
+                storage_state=storage_state,
+                permissions=permissions or [],
             )
-            self.context.add_init_script(
-                "if (!sessionStorage.getItem('test.copied')) {"
-                f" for (const [k, v] of {entries}) sessionStorage.setItem(k, v);"
-                " sessionStorage.setItem('test.copied', '1'); }"
-            )
+            self.context.add_init_script(TEST_INIT_SCRIPT)
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
         self.errors: list[str] = []
@@ -96,7 +137,10 @@ class Tab:
                 self.errors.append(msg.text)
 
     def close(self) -> None:
-        self.context.close()
+        if self.owns_context:
+            self.context.close()
+        elif not self.page.is_closed():
+            self.page.close()
 
     # ---- actions
     def register(self, username: str) -> Tab:
@@ -108,6 +152,28 @@ class Tab:
         self.expect_online()
         _expect()(p.locator("#me")).to_have_text(username)
         return self
+
+    def login(self, username: str) -> Tab:
+        self.username = username
+        p = self.page
+        _expect()(p.locator("#login-btn")).to_be_visible()
+        p.fill("#username", username)
+        p.fill("#password", PASSWORD)
+        p.click("#login-btn")
+        self.expect_online()
+        _expect()(p.locator("#me")).to_have_text(username)
+        return self
+
+    def hide(self, hidden: bool = True) -> None:
+        """The tab goes to the background (or comes back): see TEST_INIT_SCRIPT."""
+        self.page.evaluate("(h) => window.__setHidden(h)", hidden)
+
+    def notes(self) -> list[dict[str, Any]]:
+        notes: list[dict[str, Any]] = self.page.evaluate("() => window.__notes")
+        return notes
+
+    def badge(self, room_id: str) -> Any:
+        return self.page.locator(f'[data-room-id="{room_id}"] .unread')
 
     def expect_online(self, timeout: int = WAIT_MS) -> None:
         _expect()(self.page.locator("#conn-state")).to_have_text("online", timeout=timeout)
@@ -317,42 +383,148 @@ def test_third_user_joins_group(browser: Any, cluster_url: str) -> None:
             t.close()
 
 
-def test_logout_in_one_tab_ends_the_session(browser: Any, cluster_url: str) -> None:
+def _session_cookie(tab: Tab) -> dict[str, Any]:
+    cookies = [c for c in tab.context.cookies() if c["name"] == "chat_session"]
+    assert len(cookies) == 1, [c["name"] for c in tab.context.cookies()]
+    cookie: dict[str, Any] = cookies[0]
+    return cookie
+
+
+def _storage(tab: Tab) -> str:
+    text: str = tab.page.evaluate(
+        "() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
+    )
+    return text
+
+
+def test_session_in_every_tab_and_logout_everywhere(browser: Any, cluster_url: str) -> None:
+    """A second tab and a restarted browser are signed in without a password; the tokens are
+    out of script's reach; logging out in one tab signs out the other tabs within a second and
+    the other browsers holding the session soon after (the server closes their sockets 4001,
+    the refresh answers 401); a login in one tab signs in the others."""
     expect = _expect()
     first = Tab(browser, cluster_url)
-    second: Tab | None = None
+    tabs = [first]
     try:
         name = uname("dan")
         first.register(name)
-        second = Tab(browser, cluster_url, session_from=first)  # same session, other browser
+        # the refresh token is an HttpOnly cookie for the session calls only; the access token
+        # is in memory: neither is in any storage a script can read
+        cookie = _session_cookie(first)
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict", cookie
+        assert cookie["path"] == "/api/auth/session", cookie
+        assert cookie["expires"] > time.time() + 3600, cookie  # survives a browser restart
+        stored = _storage(first)
+        assert "eyJ" not in stored and cookie["value"] not in stored, stored
+
+        second = Tab(browser, cluster_url, same_browser_as=first)  # a new tab: signed in
+        tabs.append(second)
         second.username = name
         second.expect_online()
         expect(second.page.locator("#me")).to_have_text(name)
+        expect(second.page.locator("#login-view")).to_be_hidden()
+        # the browser restarted (its cookies kept): signed in, no password asked
+        restarted = Tab(browser, cluster_url, storage_state=first.context.storage_state())
+        tabs.append(restarted)
+        restarted.username = name
+        restarted.expect_online()
+        expect(restarted.page.locator("#me")).to_have_text(name)
+        # a reload of a tab too
+        second.page.reload()
+        second.expect_online()
 
         first.page.click("#logout-btn")
         expect(first.page.locator("#login-view")).to_be_visible()
-        expect(first.page.locator("#conn-state")).to_have_text("offline")
-
-        # the other tab's socket is closed with 4001; its refresh token is dead too
-        expect(second.page.locator("#login-view")).to_be_visible()
-        expect(second.page.locator("#conn-state")).to_have_attribute("data-close-code", "4001")
-        expect(second.page.locator("#conn-state")).to_have_text("offline")
+        # the other tab of this browser: within a second
+        expect(second.page.locator("#login-view")).to_be_visible(timeout=1_000)
+        expect(second.page.locator("#conn-state")).to_have_text("offline", timeout=1_000)
         expect(second.page.locator("#error-banner")).to_contain_text("session has ended")
+        # another browser with the (now revoked) session: the server closes its socket
+        expect(restarted.page.locator("#login-view")).to_be_visible(timeout=5_000)
+        expect(restarted.page.locator("#conn-state")).to_have_text("offline")
+        # the cookie is gone: a reload shows the login screen
         second.page.reload()
         expect(second.page.locator("#login-view")).to_be_visible()
         expect(second.page.locator("#chat-view")).to_be_hidden()
+        restarted.page.reload()
+        expect(restarted.page.locator("#login-view")).to_be_visible()
 
-        # and logging in again works
-        second.page.fill("#username", name)
-        second.page.fill("#password", PASSWORD)
-        second.page.click("#login-btn")
-        second.expect_online()
-        first.assert_clean()
-        second.assert_clean()
+        # logging in again in one tab signs in the other tab of the browser
+        second.login(name)
+        first.username = name
+        first.expect_online()
+        expect(first.page.locator("#me")).to_have_text(name)
+        expect(restarted.page.locator("#login-view")).to_be_visible()  # another browser
+        for t in tabs:
+            t.assert_clean()
     finally:
-        first.close()
-        if second is not None:
-            second.close()
+        for t in reversed(tabs):
+            t.close()
+
+
+def test_team_day_online_list_unread_badges_and_the_new_messages_line(
+    browser: Any, cluster_url: str
+) -> None:
+    """A day's state in one picture (docs/screenshots/team.png): the online list, unread
+    badges in two conversations and the "New messages" line where alice left off."""
+    expect = _expect()
+    alice = Tab(
+        browser, cluster_url, viewport={"width": 1280, "height": 720}, permissions=["notifications"]
+    )
+    bob, carol = Tab(browser, cluster_url), Tab(browser, cluster_url)
+    try:
+        tag = secrets.token_hex(2)
+        a_name, b_name, c_name = f"alice_{tag}", f"bob_{tag}", f"carol_{tag}"
+        alice.register(a_name)
+        bob.register(b_name)
+        carol.register(c_name)
+        alice.page.fill("#new-group-name", "Design review")
+        alice.page.fill("#new-group-members", f"{b_name}, {c_name}")
+        alice.page.click("#new-group-btn")
+        expect(alice.page.locator("#room-title")).to_have_text("Design review")
+        group = alice.active_room()
+        alice.send("Mockups for the new sidebar are in the shared folder.")
+        carol_dm = carol.open_dm(a_name)
+        carol.send("Can you look at my pull request today?")
+        dm = alice.open_dm(b_name)
+        bob.open_room(dm)
+        alice.send("Morning! Did the deploy go out?")
+        bob.send("Yes, at 9:40. No errors so far.")
+        alice.send("Great, thanks.")
+        alice.expect_bodies(
+            ["Morning! Did the deploy go out?", "Yes, at 9:40. No errors so far.", "Great, thanks."]
+        )
+        # alice turns to the group (and mutes it); bob writes on in the direct chat, carol in
+        # the group
+        alice.open_room(group)
+        alice.page.click("#mute-btn")
+        expect(alice.page.locator("#mute-btn")).to_have_attribute("aria-pressed", "true")
+        bob.send("One more thing: the release notes need your review.")
+        bob.send("Whenever you have a minute.")
+        carol.open_room(group)
+        carol.send("The contrast of the unread badge looks good to me.")
+        expect(alice.badge(dm)).to_have_text("2")
+        alice.expect_bodies(
+            [
+                "Mockups for the new sidebar are in the shared folder.",
+                "The contrast of the unread badge looks good to me.",
+            ]
+        )
+        # the group was read where she is looking; she leaves it for the direct chat
+        expect(alice.badge(carol_dm)).to_have_text("1")
+        alice.open_room(dm)
+        expect(alice.page.locator("#messages [data-testid=new-divider]")).to_be_visible()
+        expect(alice.page.locator("#online-list li[data-user]")).to_have_count(2)
+        expect(alice.badge(dm)).to_be_hidden()
+        expect(alice.badge(carol_dm)).to_have_text("1")
+        alice.page.wait_for_function("() => document.title === '(1) Chat'")
+        alice.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        alice.shot("team")
+        for t in (alice, bob, carol):
+            t.assert_clean()
+    finally:
+        for t in (alice, bob, carol):
+            t.close()
 
 
 def _kill(kill_gateway: Callable[..., Any], gateway_id: str | None) -> Any:
@@ -481,6 +653,10 @@ def test_phone_sized_screen(browser: Any, cluster_url: str) -> None:
         ivy.shot("mobile")
         ivy.page.click("#sidebar-toggle")
         expect(ivy.page.locator(f'[data-room-id="{room}"]')).to_be_in_viewport()
+        # the picture once the sidebar has slid in all the way
+        ivy.page.wait_for_function(
+            "() => document.getElementById('sidebar').getAnimations().length === 0"
+        )
         ivy.shot("mobile-sidebar")
         ivy.page.click(f'[data-room-id="{room}"]')
         expect(ivy.page.locator("#new-dm-input")).not_to_be_in_viewport()

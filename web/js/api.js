@@ -1,6 +1,6 @@
-// REST calls. Authenticated calls carry the access token; on a 401 the client refreshes the
-// token pair once (one refresh in flight at a time) and retries; if that fails the session
-// has ended and `onSessionEnded` shows the login screen.
+// REST calls. Authenticated calls carry the access token (held in memory by js/session.js); on
+// a 401 the client gets a new one from the session cookie once and retries; if that fails the
+// session has ended and `onSessionEnded` shows the login screen.
 
 import { errorText } from './errors.js';
 
@@ -66,8 +66,11 @@ export class Api {
   async call(method, path, body) {
     if (!this.session.loggedIn) throw this._ended();
     await this.ensureFresh();
-    let res = await this._fetch(method, path, body, this.session.access);
+    const token = this.session.access;
+    if (!token) throw this._ended();
+    let res = await this._fetch(method, path, body, token);
     if (res.status === 401) {
+      // our token may be stale (another tab refreshed; the server restarted): refresh once
       const ok = await this.refresh().catch(() => false);
       if (ok) res = await this._fetch(method, path, body, this.session.access);
       if (!ok || res.status === 401) throw this._ended();
@@ -82,59 +85,44 @@ export class Api {
 
   /** Refresh shortly before the access token expires (best effort). */
   async ensureFresh() {
-    const exp = this.session.expiresAt;
-    if (!exp || Date.now() < exp - 30_000) return;
+    if (!this.session.loggedIn || this.session.fresh()) return;
+    let ok;
     try {
-      const ok = await this.refresh();
-      if (!ok) throw this._ended();
-    } catch (e) {
-      if (e instanceof ApiError && e.code === 'session_expired') throw e;
-      // network trouble: go on with the old token; a 401 will tell
+      ok = await this.refresh();
+    } catch {
+      return; // network trouble: go on with the old token; a 401 will tell
     }
+    if (!ok) throw this._ended();
   }
 
-  /**
-   * Trade the refresh token for a new pair. Resolves true (new pair stored), false (the
-   * refresh token is dead: the session has ended); rejects on network trouble.
-   */
-  refresh() {
-    if (!this._refreshing) {
-      this._refreshing = this._doRefresh().finally(() => { this._refreshing = null; });
-    }
-    return this._refreshing;
-  }
-
-  async _doRefresh() {
-    const used = this.session.refresh;
-    if (!used) return false;
-    const res = await this._fetch('POST', '/api/auth/refresh', { refresh_token: used });
-    if (res.ok) {
-      const pair = await res.json();
-      if (this.session.refresh === used) this.session.rotate(used, pair);
-      return true;
-    }
-    // another tab of this session may have rotated it meanwhile
-    if (this.session.refresh && this.session.refresh !== used) return true;
-    if (res.status === 401 || res.status === 400 || res.status === 422) return false;
-    throw new ApiError(res.status, 'refresh_failed', 'Could not refresh the session.');
-  }
+  /** A new access token from the session cookie (js/session.js): true, false (the session
+   *  is over), or a rejection (network). */
+  refresh() { return this.session.refresh(); }
 
   // ---- auth
   register(username, password) {
     return this._fetch('POST', '/api/auth/register', { username, password }).then((r) => this._parse(r));
   }
 
-  login(username, password) {
-    return this._fetch('POST', '/api/auth/login', { username, password }).then((r) => this._parse(r));
-  }
-
-  /** Ends the session on the server. Never refreshes: a dead session is already logged out. */
-  async logout() {
-    const token = this.session.access;
-    if (!token) return;
+  /** A browser session: the answer has the access token, the refresh token is set as a cookie. */
+  async login(username, password) {
+    let res;
     try {
-      await this._fetch('POST', '/api/auth/logout', undefined, token);
-    } catch { /* offline: the tokens are dropped locally anyway */ }
+      res = await fetch('/api/auth/login', {
+        method: 'POST',
+        headers: {
+          Accept: 'application/json',
+          'Content-Type': 'application/json',
+          'X-Chat-Session': 'cookie',
+        },
+        body: JSON.stringify({ username, password }),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch {
+      throw new ApiError(0, 'network', errorText('network'));
+    }
+    return this._parse(res);
   }
 
   me() { return this.call('GET', '/api/auth/me'); }
@@ -154,8 +142,22 @@ export class Api {
     return this.call('GET', `/api/rooms/${enc(id)}/members${qs ? `?${qs}` : ''}`);
   }
 
+  /** My read position in a room (never moves backwards). */
+  markRead(id, messageId) {
+    return this.call('POST', `/api/rooms/${enc(id)}/read`, { message_id: messageId });
+  }
+
+  setMuted(id, muted) { return this.call('PUT', `/api/rooms/${enc(id)}/mute`, { muted }); }
+
   removeMember(id, username) {
     return this.call('DELETE', `/api/rooms/${enc(id)}/members/${enc(username)}`);
+  }
+
+  // ---- people
+  /** Users whose name starts with `prefix` (at least 3 characters): {users: [{id, username}]}. */
+  users(prefix, limit = 8) {
+    const q = new URLSearchParams({ prefix, limit: String(limit) });
+    return this.call('GET', `/api/users?${q}`);
   }
 
   // ---- presence

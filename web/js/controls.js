@@ -7,6 +7,10 @@ import { codePoints } from './store.js';
 import { MAX_BODY } from './ui.js';
 
 const TYPING_SEND_EVERY_MS = 3_000;
+const SEARCH_DEBOUNCE_MS = 250;
+const SEARCH_MIN = 3; // the server wants at least 3 characters
+const SEARCH_LIMIT = 8;
+const USERNAME_RE = /^[a-z0-9_.-]+$/;
 export const mobile = window.matchMedia('(max-width: 700px)');
 
 function autoGrow(input) {
@@ -27,7 +31,7 @@ function parseNames(text) {
 }
 
 export function bindControls(app) {
-  const { store, ui, api, session, outbox } = app;
+  const { store, ui, api, session, outbox, notifier } = app;
   const el = ui.el;
   const lastTypingSent = new Map(); // room id -> ms
 
@@ -37,10 +41,29 @@ export function bindControls(app) {
   });
   el['register-btn'].addEventListener('click', () => doLogin(true));
 
-  el['logout-btn'].addEventListener('click', () => busy(el['logout-btn'], async () => {
-    await api.logout();
-    app.endSession('logout');
-  }));
+  // every tab of the browser at once (js/session.js), then the server
+  el['logout-btn'].addEventListener('click', () => busy(el['logout-btn'], () => session.logout()));
+
+  // asked only here, on a click: never on load
+  el['notify-btn'].addEventListener('click', async () => {
+    el['notify-btn'].disabled = true; // until answered; stays so when the user said no
+    ui.setNotifyState(await notifier.toggle());
+  });
+
+  el['mute-btn'].addEventListener('click', () => {
+    const roomId = store.activeRoomId;
+    if (!roomId) return;
+    const muted = !store.isMuted(roomId);
+    busy(el['mute-btn'], async () => {
+      try {
+        const res = await api.setMuted(roomId, muted);
+        store.setMuted(roomId, res && typeof res.muted === 'boolean' ? res.muted : muted);
+        ui.invalidate('rooms', 'header');
+      } catch (e) {
+        app.showError(e);
+      }
+    });
+  });
 
   el['sidebar-toggle'].addEventListener('click', () => {
     ui.setSidebar(!document.body.classList.contains('sidebar-open'));
@@ -55,25 +78,99 @@ export function bindControls(app) {
 
   el['new-dm-form'].addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const username = el['new-dm-input'].value.trim().toLowerCase();
+    startDirect(el['new-dm-input'].value.trim().toLowerCase(), el['new-dm-btn']);
+  });
+
+  /** Open the direct chat with `username`: the one we have, or a new one. */
+  function startDirect(username, button) {
     if (!username) return;
     if (store.isMe(username)) {
       ui.showBanner('You cannot start a direct chat with yourself.');
       return;
     }
-    busy(el['new-dm-btn'], async () => {
+    const have = store.orderedRooms().find((r) => r.kind === 'direct' && store.peerOf(r) === username);
+    if (have) {
+      clearSearch();
+      app.openRoom(have.id);
+      return;
+    }
+    busy(button, async () => {
       try {
         const room = await api.createDirect(username);
         store.upsertRoom(room, true);
         app.refreshPresence(room.members || []);
-        el['new-dm-input'].value = '';
+        clearSearch();
         ui.hideBanner();
         app.openRoom(room.id);
       } catch (e) {
         app.showError(e, { username });
       }
     });
+  }
+
+  // ---- people search: by the start of a username, debounced, the newest answer wins
+  let searchTimer = null;
+  let searchSeq = 0;
+  function clearSearch() {
+    clearTimeout(searchTimer);
+    searchSeq += 1;
+    el['new-dm-input'].value = '';
+    ui.renderPeople(null);
+  }
+  el['new-dm-input'].addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    const prefix = el['new-dm-input'].value.trim().toLowerCase();
+    const seq = ++searchSeq;
+    if (prefix.length < SEARCH_MIN || !USERNAME_RE.test(prefix)) {
+      ui.renderPeople(null);
+      return;
+    }
+    searchTimer = setTimeout(async () => {
+      try {
+        const data = await api.users(prefix, SEARCH_LIMIT + 1); // I may be among them
+        if (seq !== searchSeq) return; // typed on meanwhile
+        const names = ((data && data.users) || [])
+          .map((u) => String(u.username).toLowerCase())
+          .filter((u) => !store.isMe(u))
+          .slice(0, SEARCH_LIMIT);
+        ui.renderPeople(names, names.length ? null : 'Nobody’s username starts with that.');
+      } catch (e) {
+        if (seq !== searchSeq) return;
+        const wait = e && e.retryAfter ? ` Try again in ${e.retryAfter} s.` : ' Wait a moment.';
+        const note = e && e.status === 429 ? `Too many searches.${wait}`
+          : 'The search did not work. Try again.';
+        ui.renderPeople([], note);
+      }
+    }, SEARCH_DEBOUNCE_MS);
   });
+  el['new-dm-input'].addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') {
+      searchSeq += 1;
+      clearTimeout(searchTimer);
+      ui.renderPeople(null);
+    } else if (ev.key === 'ArrowDown') {
+      const first = el['people-results'].querySelector('button');
+      if (first) {
+        ev.preventDefault();
+        first.focus();
+      }
+    }
+  });
+  el['people-results'].addEventListener('keydown', (ev) => {
+    if (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp') return;
+    const buttons = [...el['people-results'].querySelectorAll('button')];
+    const i = buttons.indexOf(document.activeElement);
+    if (i < 0) return;
+    ev.preventDefault();
+    const next = ev.key === 'ArrowDown' ? buttons[i + 1] : buttons[i - 1];
+    (next || el['new-dm-input']).focus();
+  });
+  for (const list of [el['people-results'], el['online-list']]) {
+    list.addEventListener('click', (ev) => {
+      const b = ev.target.closest('[data-dm]');
+      if (b) startDirect(b.dataset.dm, b);
+    });
+  }
 
   el['new-group-form'].addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -188,16 +285,8 @@ export function bindControls(app) {
 
   el.messages.addEventListener('scroll', () => {
     if (ui.nearTop()) app.maybeLoadOlder();
+    app.maybeMarkRead(); // scrolled down to the newest messages
   }, { passive: true });
-
-  document.addEventListener('visibilitychange', () => {
-    if (document.hidden || !store.activeRoomId) return;
-    const s = store.state.get(store.activeRoomId);
-    if (s && s.unread) {
-      s.unread = 0;
-      ui.invalidate('rooms');
-    }
-  });
 
   mobile.addEventListener('change', () => ui.setSidebar(mobile.matches && !store.activeRoomId));
 
@@ -235,11 +324,10 @@ export function bindControls(app) {
     el['register-btn'].disabled = true;
     try {
       if (register) await api.register(username, password);
-      const pair = await api.login(username, password);
-      session.set(pair, username);
+      const answer = await api.login(username, password);
       ui.hideBanner();
       el.password.value = '';
-      app.enterChat();
+      session.adoptLogin(answer, username); // its `token` event enters the chat
     } catch (e) {
       app.showError(e);
     } finally {

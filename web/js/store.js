@@ -5,6 +5,7 @@
 // paged (js/members.js) and `member_count` is the only size the client can rely on.
 
 import { applyMemberEvent, hasMemberList } from './members.js';
+import { countUnreadAfter, dividerBefore } from './readstate.js';
 
 const PENDING_KEY = 'chat.pending.v1';
 
@@ -32,7 +33,10 @@ export class RoomState {
     this.hasOlder = true; // history holds older messages than the oldest we have
     this.loadingOlder = false;
     this.cursor = null; // resume point: newest id known to be gap-free (see sync.js)
-    this.unread = 0;
+    this.unread = 0; // messages from others after lastRead (the server's count, then kept here)
+    this.lastRead = null; // id of the last message read (on any of my devices)
+    this.divider = undefined; // the open room's "New messages" line: before this id; null: none
+    this.dividerShown = false; // the view was placed at the divider once
     this.typing = new Map(); // username -> expiry (ms)
     this.lastMs = 0;
   }
@@ -54,8 +58,11 @@ export class Store {
     this.rooms = new Map(); // id -> room object from the API
     this.order = []; // room ids, most recently active first
     this.online = new Set(); // usernames
+    this.presenceKnown = false; // false while my own connection is down: nobody is known online
+    this.muted = new Set(); // room ids I muted (no notifications, not in the title's count)
     this.presenceTick = 0; // bumped by every presence change we are told of
     this.presenceAt = new Map(); // username -> presenceTick of the last change told
+    this.lostTick = 0; // presenceTick when my connection last broke
     if (this.memberPages) for (const p of this.memberPages.values()) p.dispose();
     this.memberPages = new Map(); // room id -> MemberPages (big groups whose list was shown)
     this.activeRoomId = null;
@@ -82,6 +89,7 @@ export class Store {
     for (const id of [...this.rooms.keys()]) if (!keep.has(id)) this.removeRoom(id);
     for (const r of list) {
       this.rooms.set(r.id, r);
+      this.applyRoomState(r, true);
       const pages = this.memberPages.get(r.id);
       if (pages && hasMemberList(r)) this.dropMemberPages(r.id);
       else if (pages) pages.setCount(r.member_count);
@@ -92,10 +100,101 @@ export class Store {
   upsertRoom(room, toFront = false) {
     const known = this.rooms.has(room.id);
     this.rooms.set(room.id, room);
+    this.applyRoomState(room, false);
     const pages = this.memberPages.get(room.id);
     if (pages && hasMemberList(room)) this.dropMemberPages(room.id);
     else if (pages) pages.setCount(room.member_count);
     if (!known || toFront) this.touch(room.id);
+  }
+
+  /**
+   * The caller's state in a room object: `last_read`, `unread` (counted up to 1000 by the
+   * server, from stored history) and `muted`. `snapshot` (`ready`, `GET /api/rooms`): the
+   * server's word replaces ours. Otherwise (one room fetched while connected, the answer to a
+   * create call) the live count we keep is newer than the server's, whose history writer may
+   * lag by a batch: the larger count wins and a read position we have stays. Objects without
+   * the fields (a `joined` frame) leave what we know as it is.
+   */
+  applyRoomState(room, snapshot) {
+    const s = this.rs(room.id);
+    if (room.last_read !== undefined && (snapshot || !s.lastRead)) {
+      s.lastRead = typeof room.last_read === 'string' ? room.last_read : null;
+    }
+    if (typeof room.unread === 'number' && room.unread >= 0) {
+      s.unread = snapshot ? room.unread : Math.max(s.unread, room.unread);
+      this.recount(room.id); // what we hold may say more (messages after the count was made)
+    }
+    if (typeof room.muted === 'boolean') this.setMuted(room.id, room.muted);
+  }
+
+  setMuted(roomId, muted) {
+    if (muted) this.muted.add(roomId);
+    else this.muted.delete(roomId);
+  }
+
+  isMuted(roomId) { return this.muted.has(roomId); }
+
+  /**
+   * Count the unread messages of a room from what we hold, when that can be done exactly:
+   * the last read message is held (or nothing was ever read and we hold the whole history).
+   * False (the count is left alone) otherwise.
+   */
+  recount(roomId) {
+    const s = this.state.get(roomId);
+    if (!s) return false;
+    const whole = s.loaded === true && !s.hasOlder;
+    const n = countUnreadAfter(s.sorted(), s.lastRead, (u) => this.isMe(u), whole);
+    if (n === null) return false;
+    s.unread = n;
+    return true;
+  }
+
+  /**
+   * My read position moved (here or on another device) to `messageId`. Never backwards when
+   * both are held; a position we do not hold is taken as it is (the other device had read up
+   * to there: what we hold of the room is then treated as read).
+   */
+  setRead(roomId, messageId) {
+    const s = this.rs(roomId);
+    if (typeof messageId !== 'string' || !messageId) return false;
+    const list = s.sorted();
+    const at = (id) => list.findIndex((m) => m.id === id);
+    const now = at(messageId);
+    if (now >= 0 && s.lastRead && at(s.lastRead) > now) return false; // behind what we know
+    s.lastRead = messageId;
+    if (!this.recount(roomId)) s.unread = 0;
+    return true;
+  }
+
+  /** Where the "New messages" line goes in a room being opened (js/readstate.js). */
+  placeDivider(roomId) {
+    const s = this.rs(roomId);
+    s.divider = dividerBefore(s.sorted(), s.lastRead, s.unread, (u) => this.isMe(u));
+    s.dividerShown = false;
+  }
+
+  /** Users who share a direct room or a small group with me (the gateway tells their presence). */
+  contacts() {
+    const out = new Set();
+    for (const room of this.rooms.values()) {
+      if (!hasMemberList(room)) continue;
+      for (const m of room.members) if (!this.isMe(m)) out.add(String(m).toLowerCase());
+    }
+    return out;
+  }
+
+  /** My online contacts, by name (empty while my own connection is down: nobody is known). */
+  onlineContacts() {
+    if (!this.presenceKnown) return [];
+    return [...this.contacts()].filter((u) => this.online.has(u)).sort();
+  }
+
+  /** My own connection broke: presence is unknown until the next `ready`. */
+  presenceLost() {
+    this.presenceKnown = false;
+    this.online.clear();
+    this.presenceTick += 1;
+    this.lostTick = this.presenceTick;
   }
 
   /** member_joined / member_left: the room object and a big group's cached pages follow. */
@@ -119,6 +218,7 @@ export class Store {
     this.rooms.delete(id);
     this.dropMemberPages(id);
     this.state.delete(id);
+    this.muted.delete(id);
     this.order = this.order.filter((x) => x !== id);
     for (const [cmid, p] of this.pending) if (p.room === id) this.pending.delete(cmid);
     if (this.activeRoomId === id) this.activeRoomId = null;
@@ -180,6 +280,7 @@ export class Store {
   /** `online` from a fetch (a members page, GET /api/presence) asked for at `tick`: newer than
    *  what we knew, unless a presence frame about that user came since it was asked for. */
   noteFetchedPresence(members, tick) {
+    if (tick < this.lostTick) return; // asked before my connection broke: out of date
     for (const m of members || []) {
       if (!m || typeof m.username !== 'string') continue;
       const name = m.username.toLowerCase();
@@ -283,9 +384,10 @@ export class Store {
     sessionStorage.removeItem(PENDING_KEY);
   }
 
+  /** The title's count: unread messages of the rooms I have not muted. */
   totalUnread() {
     let n = 0;
-    for (const id of this.order) n += this.state.get(id)?.unread || 0;
+    for (const id of this.order) if (!this.muted.has(id)) n += this.state.get(id)?.unread || 0;
     return n;
   }
 }

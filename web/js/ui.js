@@ -46,6 +46,17 @@ function dayLabel(ms) {
   return dayFmt.format(new Date(ms));
 }
 
+/** The dot of a user: online, offline, or unknown (my own connection is down). */
+function dotClass(st, on) {
+  if (!st.presenceKnown) return 'online-dot unknown';
+  return on ? 'online-dot on' : 'online-dot';
+}
+
+function presenceWord(st, on) {
+  if (!st.presenceKnown) return 'presence unknown';
+  return on ? 'online' : 'offline';
+}
+
 function reconcile(parent, nodes) {
   let cur = parent.firstChild;
   for (const n of nodes) {
@@ -77,6 +88,8 @@ export class UI {
       'members-toggle', 'leave-btn', 'room-body', 'messages', 'empty-pane', 'typing', 'composer',
       'composer-input', 'send-btn', 'char-count', 'room-details', 'member-list',
       'add-member-form', 'add-member-input', 'add-member-btn', 'member-count',
+      'notify-btn', 'mute-btn', 'jump-newest', 'online-list', 'online-count', 'online-empty',
+      'people-results',
     ]) {
       this.el[id] = $(id);
     }
@@ -98,9 +111,10 @@ export class UI {
 
     this.el['error-close'].addEventListener('click', () => this.hideBanner());
     this.el.messages.addEventListener('scroll', () => {
-      const box = this.el.messages;
-      this.stickBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+      this.stickBottom = this.atBottom();
+      this.invalidate('jump');
     }, { passive: true });
+    this.el['jump-newest'].addEventListener('click', () => this.scrollToBottom());
     const list = this.el['member-list'];
     list.addEventListener('scroll', () => this.invalidate('members'), { passive: true });
     // shown, hidden (the toggle, the 1000 px breakpoint) or resized: other rows are visible
@@ -129,6 +143,8 @@ export class UI {
     }
     if (d.has('typing')) this.renderTyping();
     if (d.has('composer')) this.renderComposer();
+    if (d.has('rooms') || d.has('online')) this.renderOnline();
+    if (d.has('messages') || d.has('rooms') || d.has('jump')) this.renderJump();
     const unread = this.store.totalUnread();
     document.title = unread ? `(${unread}) Chat` : 'Chat';
   }
@@ -142,6 +158,9 @@ export class UI {
     this.el['logout-btn'].hidden = true;
     this.el.me.textContent = '';
     this.el['room-list'].replaceChildren();
+    this.el['online-list'].replaceChildren();
+    this.el['people-results'].replaceChildren();
+    this.el['people-results'].hidden = true;
     this.el.messages.replaceChildren();
     this.nodes = new Map();
     this.renderedRoom = null;
@@ -159,6 +178,26 @@ export class UI {
     this.el['logout-btn'].hidden = false;
     if (!this.store.activeRoomId) this.setSidebar(true);
     this.invalidate('rooms', 'header', 'messages', 'typing', 'composer');
+  }
+
+  /** The notifications button: on | off | blocked | unsupported (js/notify.js). */
+  setNotifyState(state) {
+    const b = this.el['notify-btn'];
+    b.hidden = state === 'unsupported';
+    b.dataset.state = state;
+    b.setAttribute('aria-pressed', String(state === 'on'));
+    b.disabled = state === 'blocked';
+    const label = {
+      on: 'Notifications on',
+      off: 'Enable notifications',
+      blocked: 'Notifications blocked',
+    }[state] || '';
+    b.title = state === 'blocked'
+      ? 'Notifications are blocked for this site in the browser settings.'
+      : (state === 'on' ? 'Click to turn desktop notifications off' : 'Click to get desktop notifications');
+    b.querySelector('.label').textContent = label;
+    b.setAttribute('aria-label', label); // the label is hidden on a phone: the icon stays
+    b.querySelector('.icon').className = state === 'on' ? 'icon bell' : 'icon bell-off';
   }
 
   setMe(username) {
@@ -214,27 +253,32 @@ export class UI {
       if (room.kind === 'direct') {
         const peer = st.peerOf(room);
         const on = st.online.has((peer || '').toLowerCase());
+        const word = presenceWord(st, on);
         btn.append(h('span', {
-          class: on ? 'online-dot on' : 'online-dot',
-          title: on ? 'online' : 'offline',
+          class: dotClass(st, on),
+          title: word,
           role: 'img',
-          'aria-label': on ? 'online' : 'offline',
+          'aria-label': word,
           dataset: { user: peer },
         }));
       } else {
         btn.append(h('span', { class: 'group-icon', text: '#', 'aria-hidden': 'true' }));
       }
+      const muted = st.isMuted(room.id);
       btn.append(h('span', { class: 'room-name', text: st.roomName(room) }));
+      if (muted) {
+        btn.append(h('span', { class: 'icon bell-off muted-icon', title: 'muted', role: 'img', 'aria-label': 'muted' }));
+      }
       btn.append(h('span', {
-        class: 'unread',
+        class: muted ? 'unread muted' : 'unread',
         text: unread ? String(unread > 99 ? '99+' : unread) : '',
         hidden: !unread,
         dataset: { count: String(unread) },
         'aria-label': `${unread} unread`,
       }));
       return h('li', {
-        class: `room${active ? ' active' : ''}${unread ? ' has-unread' : ''}`,
-        dataset: { roomId: room.id, kind: room.kind, testid: 'room' },
+        class: `room${active ? ' active' : ''}${unread ? ' has-unread' : ''}${muted ? ' muted' : ''}`,
+        dataset: { roomId: room.id, kind: room.kind, testid: 'room', muted: muted ? '1' : null },
       }, btn);
     });
     this.el['room-list'].replaceChildren(...items);
@@ -253,8 +297,8 @@ export class UI {
     if (room && room.kind === 'direct') {
       const on = st.online.has((st.peerOf(room) || '').toLowerCase());
       dot.hidden = false;
-      dot.className = on ? 'online-dot on' : 'online-dot';
-      sub.textContent = on ? 'online' : 'offline';
+      dot.className = dotClass(st, on);
+      sub.textContent = presenceWord(st, on);
       delete sub.dataset.count;
     } else if (isGroup) {
       const n = memberCount(room);
@@ -265,6 +309,19 @@ export class UI {
       dot.hidden = true;
       sub.textContent = '';
       delete sub.dataset.count;
+    }
+    const mute = this.el['mute-btn'];
+    mute.hidden = !room;
+    if (room) {
+      const muted = st.isMuted(room.id);
+      mute.setAttribute('aria-pressed', String(muted));
+      mute.replaceChildren(
+        h('span', { class: muted ? 'icon bell-off' : 'icon bell', 'aria-hidden': 'true' }),
+        h('span', { class: 'label', text: muted ? 'Muted' : 'Mute' }),
+      );
+      mute.title = muted
+        ? 'Muted: no notifications from this conversation. Click to unmute.'
+        : 'Mute: no notifications from this conversation';
     }
     this.el['leave-btn'].hidden = !isGroup;
     this.el['members-toggle'].hidden = !isGroup;
@@ -313,7 +370,7 @@ export class UI {
     const iAmOwner = st.isMe(room.owner) || Boolean(st.me && st.me.id && room.owner === st.me.id);
     const on = st.online.has(m.toLowerCase()) || st.isMe(m);
     const li = h('li', { class: stale ? 'member stale' : 'member', dataset: { member: m } }, [
-      h('span', { class: on ? 'online-dot on' : 'online-dot', 'aria-hidden': 'true' }),
+      h('span', { class: st.isMe(m) ? 'online-dot on' : dotClass(st, on), 'aria-hidden': 'true' }),
       h('span', { class: 'member-name', text: m }),
     ]);
     if (m.toLowerCase() === owner) li.append(h('span', { class: 'tag', text: 'owner' }));
@@ -363,7 +420,7 @@ export class UI {
       if (row) {
         const m = row.username;
         const on = st.online.has(m) || st.isMe(m);
-        key = `m:${m}|${on ? 1 : 0}|${row.stale ? 1 : 0}|${owner}`;
+        key = `m:${m}|${on ? 1 : 0}|${st.presenceKnown ? 1 : 0}|${row.stale ? 1 : 0}|${owner}`;
         make = () => this._memberEl(room, m, Boolean(row.stale));
       } else {
         key = `p:${i}`;
@@ -409,6 +466,7 @@ export class UI {
     }
     if (!roomId) return;
     const s = st.rs(roomId);
+    if (s.divider === undefined && s.loaded === true) st.placeDivider(roomId);
 
     const atBottom = this.stickBottom;
     let anchor = null;
@@ -437,16 +495,24 @@ export class UI {
     };
     // a message right after one from the same sender (same day, within 5 min) hides its header
     let prev = null;
-    const follow = (node, sender, ms) => {
+    let divider = null;
+    const follow = (node, sender, ms, id) => {
       const day = lastDay;
       addDay(ms);
+      if (id && id === s.divider) {
+        divider = this._node('new-divider', 'new', () => h('div', {
+          class: 'new-divider', role: 'separator', dataset: { testid: 'new-divider' },
+        }, h('span', { text: 'New messages' })));
+        desired.push(divider);
+        prev = null; // the first new message shows its sender
+      }
       const cont = Boolean(prev && day === lastDay && prev.sender === sender && ms - prev.ms < GROUP_MS);
       node.classList.toggle('cont', cont);
       prev = { sender, ms };
       desired.push(node);
     };
     for (const m of s.sorted()) {
-      follow(this._node(`m:${m.id}`, 'm', () => this._messageEl(m)), m.sender, m._ms);
+      follow(this._node(`m:${m.id}`, 'm', () => this._messageEl(m)), m.sender, m._ms, m.id);
     }
     const me = st.me ? st.me.username : '';
     for (const p of st.pendingFor(roomId)) {
@@ -457,8 +523,57 @@ export class UI {
     const used = new Set(desired);
     for (const [k, n] of this.nodes) if (!used.has(n)) this.nodes.delete(k);
 
+    if (divider && !s.dividerShown && s.loaded === true) {
+      // a room just opened with unread messages: show them from the line, unless they all fit
+      s.dividerShown = true;
+      if (box.scrollHeight - divider.offsetTop > box.clientHeight) {
+        box.scrollTop = Math.max(0, divider.offsetTop - 8);
+        this.stickBottom = false;
+        return;
+      }
+    }
     if (atBottom) box.scrollTop = box.scrollHeight;
     else if (anchor && anchor.isConnected) box.scrollTop = anchor.offsetTop - anchorOffset;
+  }
+
+  /** Is the message list scrolled to its end (within a few pixels)? */
+  atBottom() {
+    const box = this.el.messages;
+    if (box.hidden || box.getClientRects().length === 0) return false;
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  }
+
+  /** "N new messages ↓": shown while scrolled up in a room with unread messages below. */
+  renderJump() {
+    const st = this.store;
+    const b = this.el['jump-newest'];
+    const s = st.activeRoomId ? st.state.get(st.activeRoomId) : null;
+    const n = s && s.loaded === true ? s.unread : 0;
+    const show = n > 0 && !this.atBottom();
+    b.hidden = !show;
+    if (show) {
+      b.textContent = `${n > 99 ? '99+' : n} new ${n === 1 ? 'message' : 'messages'} ↓`;
+      b.dataset.count = String(n);
+    }
+  }
+
+  /** The sidebar's "Online" section: my contacts who are online (unknown while disconnected). */
+  renderOnline() {
+    const st = this.store;
+    const list = this.el['online-list'];
+    const names = st.onlineContacts();
+    const known = st.presenceKnown;
+    list.dataset.state = known ? 'known' : 'unknown';
+    this.el['online-count'].textContent = known ? String(names.length) : '?';
+    this.el['online-empty'].textContent = known ? 'None of your contacts is online.'
+      : 'Not connected: who is online is unknown.';
+    this.el['online-empty'].hidden = names.length > 0;
+    const items = names.map((u) => h('li', { class: 'person', dataset: { user: u } },
+      h('button', { type: 'button', class: 'person-btn', title: `Chat with ${u}`, dataset: { dm: u } }, [
+        h('span', { class: 'online-dot on', 'aria-hidden': 'true' }),
+        h('span', { class: 'person-name', text: u }),
+      ])));
+    list.replaceChildren(...items);
   }
 
   /** The node for `key`, made again when its signature changed. */
@@ -522,7 +637,33 @@ export class UI {
 
   scrollToBottom() {
     this.stickBottom = true;
-    this.invalidate('messages');
+    this.invalidate('messages', 'jump');
+  }
+
+  /**
+   * People search results (GET /api/users?prefix=): `users` a list of names, or a `note`
+   * (nothing found, too many searches). null hides the list.
+   */
+  renderPeople(users, note) {
+    const box = this.el['people-results'];
+    if (users === null && !note) {
+      box.hidden = true;
+      box.replaceChildren();
+      return;
+    }
+    const st = this.store;
+    const items = (users || []).map((u) => {
+      const on = st.online.has(u);
+      return h('li', { class: 'person', dataset: { user: u } },
+        h('button', { type: 'button', class: 'person-btn', dataset: { dm: u }, title: `Chat with ${u}` }, [
+          h('span', { class: dotClass(st, on), 'aria-hidden': 'true' }),
+          h('span', { class: 'person-name', text: u }),
+          h('span', { class: 'hint small', text: 'Chat' }),
+        ]));
+    });
+    if (note) items.push(h('li', { class: 'hint small people-note', text: note }));
+    box.replaceChildren(...items);
+    box.hidden = false;
   }
 
   /** Is the message list too short to scroll (so scrolling up cannot ask for more)? */
