@@ -90,6 +90,8 @@ class Peer:
         self.stray: list[dict[str, Any]] = []  # unexpected frames (errors without cmid...)
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.history_errors: list[int] = []
+        # (time, room, after, last ids, count) of every page fetched after a cursor
+        self.catch_ups: list[tuple[float, str, str | None, list[str] | None, int]] = []
         self.current_gateway = ""
         self._seen_here: set[str] = set()
         self._catching: dict[str, asyncio.Task[None]] = {}
@@ -348,6 +350,15 @@ class Peer:
         after = cursor
         while True:
             page = await self._page(room, {"after": after, "limit": 200})
+            self.catch_ups.append(
+                (
+                    time.monotonic(),
+                    room,
+                    after,
+                    [m["id"] for m in page["messages"]][-3:] if page else None,
+                    len(page["messages"]) if page else -1,
+                )
+            )
             if page is None:
                 self.events.append((time.monotonic(), f"catch_up_gave_up:{room}"))
                 return

@@ -232,7 +232,9 @@ def why_missed(p: Peer, missed: list[dict[str, Any]], ledger: Ledger) -> str:
         out.append(
             f"{row['id']} from {op.sender} (own: {op.sender_id == p.user.id}), acked {acked}, "
             f"attempts {trail}; peer on {p.current_gateway}, events {near}, "
-            f"history errors {p.history_errors[-5:]} of {len(p.history_errors)}"
+            f"history errors {p.history_errors[-5:]} of {len(p.history_errors)}, "
+            f"cursor {p.cursor.get(row['room'])}, sent_at {row['sent_at']}, catch-ups "
+            f"{[(round(t - t0, 2), a, ids, n) for t, r, a, ids, n in p.catch_ups if r == row['room']][-4:]}"
         )
     return "; ".join(out)
 
