@@ -290,6 +290,10 @@ class Peer:
             self.pending.pop(cmid, None)
 
     # the resume rule -----------------------------------------------------------------------
+    def catching(self) -> bool:
+        """A catch-up is running or asked for."""
+        return bool(self._catching) or bool(self._again)
+
     def catch_up(self, room: str) -> None:
         """One catch-up per room at a time; asked again meanwhile, it runs once more after."""
         if room in self._catching:

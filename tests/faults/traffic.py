@@ -240,9 +240,23 @@ def why_missed(p: Peer, missed: list[dict[str, Any]], ledger: Ledger) -> str:
 
 
 async def wait_no_gaps(
-    peers: list[Peer], rows: dict[str, dict[str, Any]], ledger: Ledger, timeout: float = 20.0
+    peers: list[Peer],
+    rows: dict[str, dict[str, Any]],
+    ledger: Ledger,
+    timeout: float = 20.0,
+    catch_up_timeout: float = 120.0,
 ) -> list[str]:
-    """Live deliveries and catch-ups may still be in flight: wait for them, then report."""
+    """Live deliveries and catch-ups may still be in flight: wait for them, then report.
+
+    First every client's catch-ups must have finished (after a storm, a thousand clients page
+    through history at once and an overloaded machine takes a while: that is slowness, not a
+    gap); a catch-up still running after ``catch_up_timeout`` is reported as such."""
+    catch_up_deadline = time.monotonic() + catch_up_timeout
+    while any(p.catching() for p in peers) and time.monotonic() < catch_up_deadline:
+        await asyncio.sleep(0.2)
+    busy = [p.user.username for p in peers if p.catching()]
+    if busy:
+        return [f"catch-ups still running after {catch_up_timeout}s: {busy[:5]} ({len(busy)})"]
     deadline = time.monotonic() + timeout
     while True:
         problems = gaps(peers, rows, ledger)
