@@ -25,6 +25,12 @@ from services.gateway.connection import Connection
 log = logging.getLogger("chat.gateway.sync")
 
 
+def compact(body: bytes) -> bytes:
+    """A right-sized copy: orjson's output keeps its 4 KiB buffer, and a marker waits for its
+    confirm (seconds, in a reconnect storm) with one per shard per connection."""
+    return bytes(memoryview(body))
+
+
 class SyncMarkers:
     def __init__(self, bus: Bus, gateway_id: str, shards: Callable[[], int]) -> None:
         self.bus = bus
@@ -37,7 +43,9 @@ class SyncMarkers:
 
     async def _publish(self, marker: str, shards: Iterable[int]) -> None:
         for k in shards:
-            body = orjson.dumps({"type": "marker", "marker": marker, "gw": self.gw, "shard": k})
+            body = compact(
+                orjson.dumps({"type": "marker", "marker": marker, "gw": self.gw, "shard": k})
+            )
             await self.bus.publish(
                 topology.MESSAGES, topology.sync_key(k), body, mandatory=True, persistent=True
             )
