@@ -211,6 +211,8 @@ def search(
     with engine.connect() as conn:
         rooms = _rooms(conn, user_id, room)
         if not rooms:
+            if before is not None:
+                raise CursorNotFound(before)
             return SearchPage([], False)
         top = _cursor(conn, rooms, before) if before is not None else None
         found, steps = _find(conn, rooms, terms, top, limit + 1)

@@ -113,13 +113,16 @@ def fts5_query(terms: list[Term]) -> str:
     return " AND ".join(f'"{t.token}"{"*" if t.prefix else ""}' for t in terms)
 
 
+LIKE_ESCAPE = "!"  # no backslash: its escaping differs between MariaDB and SQLite
+
+
 def _escape_like(token: str) -> str:
-    return token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "".join(LIKE_ESCAPE + c if c in "!%_" else c for c in token)
 
 
 def like_patterns(terms: list[Term]) -> list[str]:
-    """``LIKE`` patterns (escape ``\\``) each of which ``' ' || text || ' '`` must match: the
-    same words as the full-text query, for the recent-messages scan (queries.py)."""
+    """``LIKE ... ESCAPE '!'`` patterns each of which ``' ' || text || ' '`` must match: the
+    same words as the full-text query, for the recent-messages scan (search.py)."""
     return [f"% {_escape_like(t.token)}{'%' if t.prefix else ' %'}" for t in terms]
 
 

@@ -346,7 +346,8 @@ def _apply_pending(conn: Connection, fresh: Sequence[Row], result: Written) -> N
         ).all()
         for p in pending:
             change = Change(p.id, p.kind, p.message_id, p.room_id, p.actor_id, "", p.at_ms, p.body)
-            status = _apply(conn, change)
+            # an edit whose text a waiting delete erased: the delete (next in order) wins
+            status = "moot" if p.kind == "edit" and p.body is None else _apply(conn, change)
             conn.execute(update(CHANGES).where(c.seq == p.seq).values(status=status, body=None))
             result.pending_applied += 1
 
