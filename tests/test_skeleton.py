@@ -100,6 +100,9 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
     msgs = wait_for(lambda: history(lb, bob, msg["room"]).json()["messages"], timeout=15)
     assert [m["id"] for m in msgs] == [msg["id"]]
     with httpx.Client(timeout=10) as http:
+        found = http.get(cluster_url + "/api/search", params={"q": "nginx"}, headers=bob.headers)
+        assert found.status_code == 200, found.text
+        assert [m["id"] for m in found.json()["messages"]] == [msg["id"]]
         me = http.get(cluster_url + "/api/auth/me", headers=alice.headers)
         assert me.status_code == 200 and me.json()["username"] == alice.username
         p = http.get(

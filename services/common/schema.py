@@ -28,16 +28,36 @@ class FrameError(Exception):
 
 
 def message_object(
-    msg_id: str, room: str, sender: str, body: str, sent_ms: int, client_msg_id: str
+    msg_id: str,
+    room: str,
+    sender: str,
+    body: str | None,
+    sent_ms: int,
+    client_msg_id: str,
+    *,
+    kind: str = "text",
+    edited_ms: int | None = None,
+    deleted: bool = False,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The message object of API.md, the same in history, search, acks and live frames:
+    ``kind`` (``text`` | ``notice``), ``edited_at`` (null or a timestamp), ``deleted`` (a
+    deleted message's ``body`` is null) and, for a notice only, ``notice``
+    (``{"event","username","by","name"}``; its ``body`` is null)."""
+    obj: dict[str, Any] = {
         "id": msg_id,
         "room": room,
         "sender": sender,
         "body": body,
         "sent_at": iso_ms(sent_ms),
         "client_msg_id": client_msg_id,
+        "kind": kind,
+        "edited_at": None if edited_ms is None else iso_ms(edited_ms),
+        "deleted": deleted,
     }
+    if kind == "notice":
+        obj["notice"] = notice
+    return obj
 
 
 @dataclass(frozen=True)
