@@ -24,7 +24,7 @@ from typing import Any
 
 from services.common import events, topology
 from services.common.bus import PublishError
-from services.common.ids import change_id, now_ms, parse_ms
+from services.common.ids import now_ms, parse_ms
 from services.common.schema import ID_RE, ChangeFrame, FrameError, message_object
 from services.gateway.connection import Connection
 from services.gateway.membership import Membership
@@ -120,14 +120,14 @@ class Changes:
     ) -> dict[str, Any] | None:
         """A resend marked ``retry``: the message as history has it if history recorded the
         change already (after the writer has passed the room's shard), else None."""
-        cid = change_id(conn.user_id, frame.client_msg_id)
-        done = await asyncio.to_thread(self.store.changed_message, cid)
+        look = self.store.changed_message
+        done = await asyncio.to_thread(look, conn.user_id, frame.client_msg_id)
         if done is None:
             if not await self.markers.caught_up(CATCH_UP_S, [shard]):
                 raise FrameError(
                     "unavailable", "history is catching up; retry in a moment", frame.client_msg_id
                 )
-            done = await asyncio.to_thread(self.store.changed_message, cid)
+            done = await asyncio.to_thread(look, conn.user_id, frame.client_msg_id)
         return done
 
     async def _target(self, room_id: str, message_id: str, shard: int, cmid: str) -> Target:

@@ -18,9 +18,10 @@ from services.common.directory import (
     room_ids_of_user,
     room_objects,
 )
-from services.common.models import MessageChange, User
+from services.common.models import User
 from services.common.readstate import Position
 from services.history import queries
+from services.history import store as history_store
 
 Snapshot = tuple[int, list[str]]  # (membership_seq, room ids)
 
@@ -88,12 +89,11 @@ class GatewayStore:
         """The stored message of that room an edit or a delete names (None: not stored)."""
         return queries.change_target(self.engine, room_id, message_id)
 
-    def changed_message(self, change_id: str) -> dict[str, Any] | None:
-        """A retried edit or delete: if history has recorded the change ``change_id``, the
-        message it changed as history shows it now; else None."""
-        with self.engine.connect() as conn:
-            mid = conn.scalar(select(MessageChange.message_id).where(MessageChange.id == change_id))
-        return None if mid is None else queries.stored_message(self.engine, mid)
+    def changed_message(self, actor_id: str, client_msg_id: str) -> dict[str, Any] | None:
+        """A retried edit or delete: if history has recorded the change, the message it
+        changed as history shows it now; else None."""
+        record = history_store.change_status(self.engine, actor_id, client_msg_id)
+        return None if record is None else queries.stored_message(self.engine, record.message_id)
 
     def direct_room(
         self, user_id: str, username: str
