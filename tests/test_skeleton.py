@@ -15,6 +15,7 @@ from tests.support.client import (
     WsClient,
     direct_room,
     history,
+    is_text,
     register_and_login,
     wait_for,
 )
@@ -37,14 +38,14 @@ def test_dm_crosses_gateways_and_lands_in_history(stack: Stack) -> None:
         assert room["id"] in [r["id"] for r in b.ready["rooms"]]
         first = await a.send_message("hello bob", to=bob.username)
         assert first["type"] == "ack", first
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"] == first["message"]
         second = await a.send_message("second, by room id", room=room["id"])
         assert second["type"] == "ack", second
-        got2 = await b.expect(lambda f: f["type"] == "message")
+        got2 = await b.expect(is_text)
         assert got2["message"]["id"] == second["message"]["id"]
         reply = await b.send_message("hi alice", room=room["id"])
-        assert (await a.expect(lambda f: f["type"] == "message"))["message"] == reply["message"]
+        assert (await a.expect(is_text))["message"] == reply["message"]
         await a.close()
         await b.close()
         return first["message"], second["message"]
@@ -90,7 +91,7 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
         a = await WsClient.connect(lb, alice)
         b = await WsClient.connect(lb, bob)
         ack = await a.send_message("through nginx", to=bob.username)
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"] == ack["message"]
         await a.close()
         await b.close()

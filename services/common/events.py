@@ -142,7 +142,7 @@ def synced(gateway_id: str, marker: str, shard: int = 0) -> tuple[str, str, byte
     return topology.EVENTS, topology.gateway_key(gateway_id), body
 
 
-NoticeEvent = Literal["joined", "left", "removed", "renamed"]
+NoticeEvent = Literal["created", "joined", "left", "removed", "renamed"]
 
 
 def edit_entry(
@@ -199,6 +199,15 @@ def notice_entry(
         notice=notice,
     )
     return {"type": "message", "message": msg, "sender_id": room_id, "sent_ms": sent_ms}
+
+
+def notice_staged(entry: dict[str, Any]) -> tuple[str, str, bytes]:
+    """A notice for the outbox (``add_events``), staged in the transaction of the change it
+    tells of: the relay publishes it to its room's shard of the moment, mandatory and
+    persistent (``OutboxRelay``), and deletes the row only once the broker confirmed it
+    (all-in-one: once the history writer committed it)."""
+    room_id = entry["message"]["room"]
+    return topology.MESSAGES, topology.room_history_key(room_id), orjson.dumps(entry)
 
 
 def notice_publish(entry: dict[str, Any], shards: int) -> tuple[str, str, bytes]:

@@ -183,7 +183,10 @@ class MessageSearch(Base):
     room_id: Mapped[str] = mapped_column(ID)
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     text: Mapped[str] = mapped_column(Text)
-    __table_args__ = (Index("ix_message_search_room_time", "room_id", "sent_ms", "message_id"),)
+    __table_args__ = (
+        Index("ix_message_search_time", "sent_ms", "message_id"),  # the newest documents
+        Index("ix_message_search_room_time", "room_id", "sent_ms", "message_id"),  # a room's
+    )
 
 
 FULLTEXT_INDEX = "ft_message_search_text"

@@ -95,9 +95,23 @@ class ReadFrame:
     message_id: str
 
 
+@dataclass(frozen=True)
+class ChangeFrame:
+    """``edit`` (``body``: the new text) or ``delete`` of the message ``message_id``."""
+
+    kind: str  # edit | delete
+    client_msg_id: str
+    room: str
+    message_id: str
+    body: str | None
+    retry: bool
+
+
 MAX_PRESENCE_SUB = 500
 
-ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame | ReadFrame
+ClientFrame = (
+    AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame | ReadFrame | ChangeFrame
+)
 
 
 def parse_frame(text: str | bytes) -> ClientFrame:
@@ -110,6 +124,8 @@ def parse_frame(text: str | bytes) -> ClientFrame:
     kind = data.get("type")
     if kind == "send":
         return _send(data)
+    if kind in ("edit", "delete"):
+        return _change(kind, data)
     if kind == "auth":
         token = data.get("token")
         if not isinstance(token, str) or not token:
@@ -136,23 +152,35 @@ def parse_frame(text: str | bytes) -> ClientFrame:
     raise FrameError("invalid_frame", f"unknown frame type {kind[:40]!r}")
 
 
-def _send(data: dict[str, Any]) -> SendFrame:
+def _client_msg_id(data: dict[str, Any]) -> str:
     cmid = data.get("client_msg_id")
     if not isinstance(cmid, str) or not (1 <= len(cmid) <= MAX_CLIENT_MSG_ID):
         raise FrameError("invalid_frame", "client_msg_id must be a string of 1-64 characters")
-    room, to, body = data.get("room"), data.get("to"), data.get("body")
-    if (room is None) == (to is None):
-        raise FrameError("invalid_frame", "send needs exactly one of 'room' or 'to'", cmid)
-    if room is not None and not isinstance(room, str):
-        raise FrameError("invalid_frame", "'room' must be a string", cmid)
-    if to is not None and not isinstance(to, str):
-        raise FrameError("invalid_frame", "'to' must be a string", cmid)
+    return cmid
+
+
+def _body(data: dict[str, Any], cmid: str) -> str:
+    """A message's text: 1..MAX_BODY characters, not only white space."""
+    body = data.get("body")
     if not isinstance(body, str):
         raise FrameError("invalid_frame", "'body' must be a string", cmid)
     if not body.strip():
         raise FrameError("empty_body", "the message is empty", cmid)
     if len(body) > MAX_BODY:
         raise FrameError("body_too_long", f"the message is over {MAX_BODY} characters", cmid)
+    return body
+
+
+def _send(data: dict[str, Any]) -> SendFrame:
+    cmid = _client_msg_id(data)
+    room, to = data.get("room"), data.get("to")
+    if (room is None) == (to is None):
+        raise FrameError("invalid_frame", "send needs exactly one of 'room' or 'to'", cmid)
+    if room is not None and not isinstance(room, str):
+        raise FrameError("invalid_frame", "'room' must be a string", cmid)
+    if to is not None and not isinstance(to, str):
+        raise FrameError("invalid_frame", "'to' must be a string", cmid)
+    body = _body(data, cmid)
     retry = data.get("retry", False)
     return SendFrame(
         client_msg_id=cmid,
@@ -160,6 +188,26 @@ def _send(data: dict[str, Any]) -> SendFrame:
         room=room,
         to=to.lower() if isinstance(to, str) else None,
         retry=retry is True,
+    )
+
+
+def _change(kind: str, data: dict[str, Any]) -> ChangeFrame:
+    """``edit`` {room, message_id, body, client_msg_id} / ``delete`` {room, message_id,
+    client_msg_id}; the body follows the rules of ``send``."""
+    cmid = _client_msg_id(data)
+    room, message_id = data.get("room"), data.get("message_id")
+    if not isinstance(room, str) or not room:
+        raise FrameError("invalid_frame", f"{kind} needs 'room' (a string)", cmid)
+    if not isinstance(message_id, str) or not message_id:
+        raise FrameError("invalid_frame", f"{kind} needs 'message_id' (a string)", cmid)
+    body = _body(data, cmid) if kind == "edit" else None
+    return ChangeFrame(
+        kind=kind,
+        client_msg_id=cmid,
+        room=room[:64],
+        message_id=message_id[:64],
+        body=body,
+        retry=data.get("retry", False) is True,
     )
 
 

@@ -59,6 +59,12 @@ class AckCache:
         hit = self._data.get(key)
         return None if hit is None else hit[0]
 
+    def replace(self, key: tuple[str, str], msg: dict[str, object]) -> None:
+        """Change a held ack in place (an edited or deleted message: a retried send is not
+        answered with the old text); nothing if it is not held."""
+        if key in self._data:
+            self.put(key, msg)
+
     def put(self, key: tuple[str, str], msg: dict[str, object]) -> None:
         old = self._data.pop(key, None)
         if old is not None:

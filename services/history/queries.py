@@ -137,13 +137,25 @@ class Target:
 def change_target(engine: Engine, room_id: str, message_id: str) -> Target | None:
     """The stored message ``message_id`` of room ``room_id`` with its sender's id and the
     room's owner, or None (no such message in that room, or not stored yet)."""
+    return _target(engine, message_id, room_id)
+
+
+def message_target(engine: Engine, message_id: str) -> Target | None:
+    """The same for a message of any room (a retried send checks its sender)."""
+    return _target(engine, message_id, None)
+
+
+def _target(engine: Engine, message_id: str, room_id: str | None) -> Target | None:
     rooms = cast(Table, Room.__table__)
+    q = (
+        select(*MESSAGE_COLUMNS, MESSAGES.c.sender_id, rooms.c.owner_id)
+        .select_from(MESSAGES.outerjoin(rooms, rooms.c.id == MESSAGES.c.room_id))
+        .where(MESSAGES.c.id == message_id)
+    )
+    if room_id is not None:
+        q = q.where(MESSAGES.c.room_id == room_id)
     with engine.connect() as conn:
-        row = conn.execute(
-            select(*MESSAGE_COLUMNS, MESSAGES.c.sender_id, rooms.c.owner_id)
-            .select_from(MESSAGES.outerjoin(rooms, rooms.c.id == MESSAGES.c.room_id))
-            .where(MESSAGES.c.id == message_id, MESSAGES.c.room_id == room_id)
-        ).first()
+        row = conn.execute(q).first()
     if row is None:
         return None
     return Target(message_json(row), row.sender_id, row.owner_id)

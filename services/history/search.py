@@ -4,28 +4,33 @@ member of now (or in one of them), newest first, by (``sent_ms``, ``id``) like h
 The index is ``message_search`` (one document per text message that is not deleted, its folded
 words: services/history/searchtext.py) with its full-text index: InnoDB ``FULLTEXT`` on
 MariaDB/MySQL, FTS5 on SQLite. A full-text query costs what its words' posting lists cost:
-InnoDB builds the set of every matching document and reads each one's row (to filter by room
-and sort by time), ~1 µs a document with the rows in memory and ~100 µs without, so a common
-word (in 10% of a million messages) costs seconds. Newest-first with a limit does not need
-that: the newest messages of the caller's rooms hold a common word's first page. So a search
-runs in two steps (``search``):
+InnoDB builds the set of every matching document (0.8 s for a word in half of a million
+messages) and reads each one's row to filter it by room and sort it by time (1-2 µs a row in
+memory, ~100 µs from disk). Newest-first with a limit does not need all that for a common word:
+the newest messages hold its first page. So a search runs in up to three steps (``_find``):
 
-1. **recent**: the caller's rooms' messages of the last hour, then day, week and month
-   (``WINDOWS``, back from ``before`` or now), read on ``ix_message_search_room_time`` and
-   matched with ``LIKE`` on the folded words (the very rule of the full-text query:
-   ``searchtext.like_patterns``), newest window first, until the page is full. Each window is
-   first counted on the index alone, and the step stops (for step 2) before reading more than
-   ``SCAN_BUDGET`` messages in all: a busy caller's month is not read row by row.
-2. **older**: what remains is found by the full-text index (a word that did not fill a page
-   from the caller's recent messages is rare there, so its posting list is short), restricted
-   to the caller's rooms and to messages older than step 1 reached. If the caller's remaining
-   messages are few (``SCAN_BUDGET`` at most), they are read as in step 1 instead.
+1. **recent**: the newest ``RECENT_DOCS`` documents (of every room, on ``ix_message_search_time``;
+   of the one room with ``room=``, on ``ix_message_search_room_time``) before the cursor, kept
+   if they are in the caller's rooms and match (``LIKE`` on the folded words: the very rule of
+   the full-text query, ``searchtext.like_patterns``). A common word fills its page here. These
+   are the most recently written rows: contiguous, and the likeliest in memory.
+2. **more recent**: if step 1 found some matches but not a page, their density says how many
+   more documents would fill it; if that is at most ``RECENT_MAX`` in all, those are read the
+   same way.
+3. **full text**: what remains (older than what steps 1-2 read) comes from the full-text index,
+   restricted to the caller's rooms: a word this rare in the newest documents has a short
+   posting list.
 
-Both steps return messages in (``sent_ms``, ``id``) order and step 2 only older ones than step
-1's, so the pages are exactly ordered and ``before=<the last id>`` continues where one ended.
-The cost is bounded by ``SCAN_BUDGET`` index entries and rows plus the full-text query of a
-word that is rare in the caller's recent messages; docs/SCALING.md says where it stops
-scaling (a word common elsewhere but rare in the caller's rooms costs its global posting list).
+Each step's range ends where the previous one started (a keyset on (``sent_ms``, ``id``)), so
+the results are exactly in history order and ``before=<the last id>`` continues a page. The
+range of steps 1-2 is found first on the index alone (the k-th newest document: ``_boundary``).
+The room list is a filter on rows read by time, never a range list (MariaDB would estimate
+each room's range with two index dives: ~15 ms for 500 rooms, in every query).
+
+What it costs: steps 1-2 read at most ``RECENT_MAX`` index entries and rows, newest first; step
+3 costs the posting lists of words that are rare among the newest documents. The worst case is
+a word rare in recent messages but common in old ones (or common elsewhere but rare in the
+caller's rooms): its whole posting list. docs/SCALING.md says how search grows past that.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from services.common.ids import now_ms
 from services.common.models import FTS5_TABLE, Membership, Message
 from services.history.queries import (
     MESSAGE_COLUMNS,
@@ -47,11 +51,12 @@ from services.history.queries import (
 )
 from services.history.searchtext import Term, boolean_mode, fts5_query, like_patterns
 
-HOUR_MS = 3_600_000
-WINDOWS = (HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS, 30 * 24 * HOUR_MS)
-SCAN_BUDGET = 5000  # messages step 1 reads at most (counted on the index first)
+RECENT_DOCS = 5000  # step 1: the newest documents read, matched row by row
+RECENT_MAX = 50_000  # steps 1-2 together at most
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 50
+TIME_INDEX = "ix_message_search_time"
+ROOM_INDEX = "ix_message_search_room_time"
 
 MESSAGES = cast(Table, Message.__table__)
 MEMBERSHIPS = cast(Table, Membership.__table__)
@@ -92,49 +97,73 @@ def _cursor(conn: Connection, rooms: list[str], message_id: str) -> Bound:
     return Bound(row.sent_ms, message_id)
 
 
-def _where(lo: int | None, hi: Bound | None) -> tuple[str, dict[str, Any]]:
-    parts = ["s.room_id IN :rooms"]
+def _range(lo: Bound | None, hi: Bound | None) -> tuple[list[str], dict[str, Any]]:
+    """Documents in [lo, hi) in history order (``lo`` inclusive, ``hi`` exclusive)."""
+    parts: list[str] = []
     params: dict[str, Any] = {}
     if lo is not None:
-        parts.append("s.sent_ms >= :lo")
-        params["lo"] = lo
+        parts.append("(s.sent_ms > :lo_ms OR (s.sent_ms = :lo_ms AND s.message_id >= :lo_id))")
+        params.update(lo_ms=lo.sent_ms, lo_id=lo.id)
     if hi is not None:
         parts.append("(s.sent_ms < :hi_ms OR (s.sent_ms = :hi_ms AND s.message_id < :hi_id))")
         params.update(hi_ms=hi.sent_ms, hi_id=hi.id)
-    return " AND ".join(parts), params
+    return parts, params
 
 
 def _run(conn: Connection, sql: str, params: dict[str, Any], rooms: list[str]) -> list[Any]:
-    statement = text(sql).bindparams(bindparam("rooms", expanding=True))
-    return list(conn.execute(statement, {**params, "rooms": rooms}).all())
+    statement = text(sql)
+    if ":rooms" in sql:
+        statement = statement.bindparams(bindparam("rooms", expanding=True))
+        params = {**params, "rooms": rooms}
+    return list(conn.execute(statement, params).all())
 
 
-def _count(conn: Connection, rooms: list[str], lo: int | None, hi: Bound | None, cap: int) -> int:
-    """How many of the rooms' messages lie in [lo, hi), counted up to ``cap`` (on the index)."""
-    where, params = _where(lo, hi)
+def _source(conn: Connection, room: str | None) -> tuple[str, list[str], dict[str, Any]]:
+    """The table read newest first (with the index to read it by) and the room condition."""
+    index = ROOM_INDEX if room is not None else TIME_INDEX
+    hint = f"INDEXED BY {index}" if conn.dialect.name == "sqlite" else f"FORCE INDEX ({index})"
+    if room is None:
+        return f"message_search AS s {hint}", [], {}
+    return f"message_search AS s {hint}", ["s.room_id = :room"], {"room": room}
+
+
+def _boundary(conn: Connection, room: str | None, hi: Bound | None, k: int) -> Bound | None:
+    """The k-th newest document before ``hi`` (of the room, or of all), on the index alone;
+    None if there are fewer."""
+    source, where, params = _source(conn, room)
+    parts, more = _range(None, hi)
+    cond = " AND ".join(where + parts) or "1 = 1"
     sql = (
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM message_search s WHERE {where} LIMIT {int(cap)}) AS x"
+        f"SELECT s.sent_ms, s.message_id FROM {source} WHERE {cond} "
+        f"ORDER BY s.sent_ms DESC, s.message_id DESC LIMIT 1 OFFSET {int(k) - 1}"
     )
-    return int(_run(conn, sql, params, rooms)[0][0])
+    row = conn.execute(text(sql), {**params, **more}).first()
+    return None if row is None else Bound(row.sent_ms, row.message_id)
 
 
 def _scan(
     conn: Connection,
     rooms: list[str],
+    room: str | None,
     terms: list[Term],
-    lo: int | None,
+    lo: Bound | None,
     hi: Bound | None,
     limit: int,
 ) -> list[Any]:
-    where, params = _where(lo, hi)
+    """The matches among the documents in [lo, hi), read newest first by time."""
+    source, where, params = _source(conn, room)
+    parts, more = _range(lo, hi)
+    params.update(more)
+    if room is None:
+        where.append("s.room_id IN :rooms")  # a filter on the rows read, not a range list
     padded = (
-        "CONCAT(' ', s.text, ' ')" if conn.dialect.name != "sqlite" else "(' ' || s.text || ' ')"
+        "(' ' || s.text || ' ')" if conn.dialect.name == "sqlite" else "CONCAT(' ', s.text, ' ')"
     )
     for i, pattern in enumerate(like_patterns(terms)):
-        where += f" AND {padded} LIKE :p{i} ESCAPE '!'"
+        parts.append(f"{padded} LIKE :p{i} ESCAPE '!'")
         params[f"p{i}"] = pattern
     sql = (
-        f"SELECT s.message_id, s.sent_ms FROM message_search s WHERE {where} "
+        f"SELECT s.message_id, s.sent_ms FROM {source} WHERE {' AND '.join(where + parts)} "
         f"ORDER BY s.sent_ms DESC, s.message_id DESC LIMIT {int(limit)}"
     )
     return _run(conn, sql, params, rooms)
@@ -143,7 +172,9 @@ def _scan(
 def _full_text(
     conn: Connection, rooms: list[str], terms: list[Term], hi: Bound | None, limit: int
 ) -> list[Any]:
-    where, params = _where(None, hi)
+    parts, params = _range(None, hi)
+    parts.append("s.room_id IN :rooms")
+    where = " AND ".join(parts)
     order = f"ORDER BY s.sent_ms DESC, s.message_id DESC LIMIT {int(limit)}"
     if conn.dialect.name == "sqlite":
         sql = (
@@ -153,11 +184,10 @@ def _full_text(
         )
         params["q"] = fts5_query(terms)
     else:
-        # the full-text index drives (the optimizer could prefer the rooms' range: all of
-        # the caller's messages); each candidate's row then says its room and time
+        # the full-text index drives; each candidate's row says its room and time
         sql = (
-            "SELECT s.message_id, s.sent_ms FROM message_search s "
-            "IGNORE INDEX (ix_message_search_room_time) "
+            f"SELECT s.message_id, s.sent_ms FROM message_search s "
+            f"IGNORE INDEX ({ROOM_INDEX}, {TIME_INDEX}) "
             f"WHERE MATCH (s.text) AGAINST (:q IN BOOLEAN MODE) AND {where} {order}"
         )
         params["q"] = boolean_mode(terms)
@@ -165,34 +195,30 @@ def _full_text(
 
 
 def _find(
-    conn: Connection, rooms: list[str], terms: list[Term], top: Bound | None, limit: int
+    conn: Connection,
+    rooms: list[str],
+    room: str | None,
+    terms: list[Term],
+    top: Bound | None,
+    limit: int,
 ) -> tuple[list[Any], list[str]]:
     """Up to ``limit`` (message_id, sent_ms) before ``top``, newest first; and the steps."""
-    found: list[Any] = []
-    steps: list[str] = []
-    start = top.sent_ms if top is not None else now_ms()
-    hi = top
-    budget = SCAN_BUDGET
-    for window in WINDOWS:
-        lo = start - window
-        n = _count(conn, rooms, lo, hi, budget + 1)
-        if n > budget:
-            break
-        budget -= n
-        if n:
-            found += _scan(conn, rooms, terms, lo, hi, limit - len(found))
-        steps.append(f"recent:{window // HOUR_MS}h:{n}")
-        hi = Bound(lo)
-        if len(found) >= limit:
-            return found, steps
-    else:
-        n = _count(conn, rooms, None, hi, budget + 1)
-        if n <= budget:
-            if n:
-                found += _scan(conn, rooms, terms, None, hi, limit - len(found))
-            steps.append(f"rest:{n}")
-            return found, steps
-    found += _full_text(conn, rooms, terms, hi, limit - len(found))
+    lo = _boundary(conn, room, top, RECENT_DOCS)
+    found = _scan(conn, rooms, room, terms, lo, top, limit)
+    steps = [f"recent:{len(found)}"]
+    if len(found) >= limit or lo is None:
+        return found, steps
+    if found:
+        need = int((limit - len(found)) * RECENT_DOCS / len(found) * 1.5)
+        if RECENT_DOCS + need <= RECENT_MAX:
+            lo2 = _boundary(conn, room, lo, need)
+            more = _scan(conn, rooms, room, terms, lo2, lo, limit - len(found))
+            found += more
+            steps.append(f"more_recent:{need}:{len(more)}")
+            if len(found) >= limit or lo2 is None:
+                return found, steps
+            lo = lo2
+    found += _full_text(conn, rooms, terms, lo, limit - len(found))
     steps.append("full_text")
     return found, steps
 
@@ -215,7 +241,7 @@ def search(
                 raise CursorNotFound(before)
             return SearchPage([], False)
         top = _cursor(conn, rooms, before) if before is not None else None
-        found, steps = _find(conn, rooms, terms, top, limit + 1)
+        found, steps = _find(conn, rooms, room, terms, top, limit + 1)
         page = [r.message_id for r in found[:limit]]
         rows = (
             {

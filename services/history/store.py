@@ -36,7 +36,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 from services.common.db import make_engine, normalize_url
-from services.common.ids import now_ms
+from services.common.ids import change_id, now_ms
 from services.common.models import Message, MessageChange, MessageSearch, Room
 from services.history.searchtext import index_text
 from services.history.wire import Change, Entry, Row
@@ -366,3 +366,24 @@ def _expire_pending(conn: Connection) -> None:
 def _short(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:300]
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    message_id: str
+    kind: str  # edit | delete
+    status: str  # applied | pending | refused | moot | expired
+    at_ms: int
+
+
+def change_status(engine: Engine, actor_id: str, client_msg_id: str) -> ChangeRecord | None:
+    """What became of the edit or delete ``(actor_id, client_msg_id)``, if the writer has
+    recorded it: how a gateway answers a retried ``edit``/``delete`` frame the same way."""
+    c = CHANGES.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(c.message_id, c.kind, c.status, c.at_ms).where(
+                c.id == change_id(actor_id, client_msg_id)
+            )
+        ).first()
+    return None if row is None else ChangeRecord(row.message_id, row.kind, row.status, row.at_ms)

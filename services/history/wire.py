@@ -37,7 +37,7 @@ MARKER_MAX = 128
 GATEWAY_MAX = 200
 SENT_MS_MAX = 2**63 - 1  # BIGINT
 NAME_MAX = 100  # rooms.name
-NOTICE_EVENTS = ("joined", "left", "removed", "renamed")
+NOTICE_EVENTS = ("created", "joined", "left", "removed", "renamed")
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,25 @@ def test_row_by_row_applies_in_order(engine: Engine) -> None:
     written, rejected = store.write_each(engine, items)
     assert rejected == [] and statuses(written) == ["applied", "applied"]
     assert stored(engine, m.id).deleted
+
+
+def test_what_the_gateway_reads_to_authorize_and_answer_retries(engine: Engine) -> None:
+    """change_target (authorize an edit/delete), change_status and stored_message (answer a
+    retried one without publishing it again)."""
+    from services.history.queries import change_target, stored_message
+
+    m = message("g1", "check me")
+    assert change_target(engine, ROOM, m.id) is None  # not stored yet
+    store.write_batch(engine, [m])
+    target = change_target(engine, ROOM, m.id)
+    assert target is not None and (target.sender_id, target.owner_id) == (ALICE, OWNER)
+    assert target.message["body"] == "check me" and target.message["edited_at"] is None
+    assert change_target(engine, OTHER, m.id) is None  # another room's id: not found
+    assert store.change_status(engine, ALICE, "g-edit") is None
+    store.write_batch(engine, [change("edit", m, ALICE, "g-edit", "checked", 1_760_000_000_123)])
+    record = store.change_status(engine, ALICE, "g-edit")
+    assert record == store.ChangeRecord(m.id, "edit", "applied", 1_760_000_000_123)
+    now = stored_message(engine, m.id)
+    assert now is not None and now["body"] == "checked"
+    assert now["edited_at"] == "2025-10-09T08:53:20.123Z" and now["deleted"] is False
+    assert stored_message(engine, "m" + "0" * 25) is None

@@ -168,25 +168,30 @@ async def walk(client: httpx.AsyncClient, q: str, limit: int, **params: Any) -> 
     raise AssertionError("no end")
 
 
-@pytest.mark.parametrize("plan", ["recent", "rest", "full_text"])
+PLANS = {  # (RECENT_DOCS, RECENT_MAX): which step of the planner answers last
+    "recent": (5000, 50_000),  # all documents are among the newest 5000
+    "more_recent": (8, 10**6),  # the newest 8 hold a few: their density says how far to read
+    "full_text": (1, 1),  # the rest comes from the full-text index
+}
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
 async def test_newest_first_and_pagination_in_every_step(
     client: httpx.AsyncClient, engine: Engine, plan: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same results, exactly in (sent_at, id) order, page after page, whichever step of
-    the planner answers: the recent windows, the rest read, or the full-text index."""
+    the planner answers: the newest documents, more of them, or the full-text index."""
+    monkeypatch.setattr(searching, "RECENT_DOCS", PLANS[plan][0])
+    monkeypatch.setattr(searching, "RECENT_MAX", PLANS[plan][1])
     now = now_ms()
-    if plan == "recent":  # the last hours: the windows find everything
-        rows = paced(engine, 23, now - 1000, 20 * 60 * 1000, "quarterly report", [ROOM_A, ROOM_B])
-    else:  # months old: beyond the windows
-        rows = paced(engine, 23, now - 60 * DAY, DAY, "quarterly report", [ROOM_A, ROOM_B])
-    if plan == "full_text":
-        monkeypatch.setattr(searching, "SCAN_BUDGET", 0)
+    rows = paced(engine, 23, now - 1000, 20 * 60 * 1000, "quarterly report", [ROOM_A, ROOM_B])
+    rows += paced(engine, 6, now - 90 * DAY, DAY, "old report", [ROOM_A])
     noise = paced(engine, 10, now - 500, 1000, "unrelated chatter", [ROOM_A])
     hidden = paced(engine, 5, now - 700, 1000, "quarterly report", [ROOM_C])  # not alice's
     got = await walk(client, "report", 4)
     assert got == newest_first(rows)
     assert not set(got) & {r.id for r in noise + hidden}
-    assert await walk(client, "quarterly rep", 50) == newest_first(rows)
+    assert await walk(client, "quarterly rep", 50) == newest_first(rows[:23])
     only_b = await walk(client, "report", 5, room=ROOM_B)
     assert only_b == newest_first([r for r in rows if r.room_id == ROOM_B])
     page = searching.search(engine, ALICE, parse_query("report"), limit=4)
@@ -212,11 +217,12 @@ async def test_only_rooms_the_caller_is_in_now(client: httpx.AsyncClient, engine
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "message_not_found"
 
 
-@pytest.mark.parametrize("budget", [searching.SCAN_BUDGET, 0])
+@pytest.mark.parametrize("plan", ["recent", "full_text"])
 async def test_deleted_never_found_and_edited_by_new_text(
-    client: httpx.AsyncClient, engine: Engine, budget: int, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, engine: Engine, plan: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(searching, "SCAN_BUDGET", budget)  # 0: the full-text index answers
+    monkeypatch.setattr(searching, "RECENT_DOCS", PLANS[plan][0])
+    monkeypatch.setattr(searching, "RECENT_MAX", PLANS[plan][1])
     now = now_ms()
     gone = msg(ROOM_A, "the password is hunter2", now - 300)
     fixed = msg(ROOM_A, "meeting at tuesday", now - 200)
