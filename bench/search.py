@@ -101,9 +101,11 @@ def vocabulary(size: int, rng: random.Random) -> list[str]:
     return words
 
 
-def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+def generate(
+    args: argparse.Namespace, directory: Path, *, facts_only: bool = False
+) -> dict[str, Any]:
     """TSV files for users, rooms, memberships, messages and message_search; the facts the
-    queries are drawn from."""
+    queries are drawn from (the same for the same seed: ``facts_only`` skips the files)."""
     rng = random.Random(args.seed)
     nrng = np.random.default_rng(args.seed)
     vocab = vocabulary(args.vocab, rng)
@@ -116,9 +118,6 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     membership: dict[str, list[str]] = {}
     appeal = np.sqrt(activity)
     appeal /= appeal.sum()
-    with open(directory / "users.tsv", "w") as f:
-        for uid, name in users:
-            f.write(f"{uid}\t{name}\tx\t0\t1\n")
     members_of: dict[str, list[tuple[str, str]]] = {r: [] for r in rooms}
     for uid, name in users:
         k = min(args.rooms, int(nrng.integers(100, 501)))
@@ -126,6 +125,12 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         membership[uid] = [rooms[i] for i in chosen]
         for i in chosen:
             members_of[rooms[i]].append((uid, name))
+    facts = {"vocab": vocab, "membership": membership, "users": users, "rooms": rooms}
+    if facts_only:
+        return facts
+    with open(directory / "users.tsv", "w") as f:
+        for uid, name in users:
+            f.write(f"{uid}\t{name}\tx\t0\t1\n")
     with open(directory / "rooms.tsv", "w") as f:
         for r in rooms:
             f.write(f"{r}\tgroup\t{r[-6:]}\t0\t0\t1\t{len(members_of[r])}\n")
@@ -139,10 +144,9 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     room_of = nrng.choice(args.rooms, args.messages, p=activity)
     sent = np.sort(nrng.integers(now - 365 * DAY_MS, now - 1000, args.messages))
     pos = 0
-    with (
-        open(directory / "messages.tsv", "w") as fm,
-        open(directory / "search.tsv", "w") as fs,
-    ):
+    rows: list[str] = []  # messages, written in primary-key order (a random id: a bulk load in
+    # id order writes the B-tree once instead of splitting pages all over a small buffer pool)
+    with open(directory / "search.tsv", "w") as fs:  # documents in time order, as written
         for i in range(args.messages):
             n = int(lengths[i])
             if rng.random() < 0.1:
@@ -157,13 +161,16 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             cmid = f"b{i}"
             mid = message_id(uid, cmid)
             ms = int(sent[i])
-            fm.write(f"{mid}\t{room}\t{uid}\t{name}\t{body}\t{ms}\t{cmid}\t{ms}\ttext\t0\n")
+            rows.append(f"{mid}\t{room}\t{uid}\t{name}\t{body}\t{ms}\t{cmid}\t{ms}\ttext\t0\n")
             words = index_text(body)
             if words:
                 fs.write(f"{mid}\t{room}\t{ms}\t{words}\n")
             if i and i % 200_000 == 0:
                 log(f"generated {i} messages")
-    return {"vocab": vocab, "membership": membership, "users": users, "rooms": rooms}
+    rows.sort()
+    with open(directory / "messages.tsv", "w") as fm:
+        fm.writelines(rows)
+    return facts
 
 
 def load(db: str, directory: Path) -> None:
@@ -308,10 +315,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "machine": machine(),
         "command": "python -m bench.search " + " ".join(sys.argv[1:]),
-        "config": {k: v for k, v in vars(args).items() if k not in ("json", "keep")},
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "keep", "database")},
     }
     server = scratch_host()
-    db = scratch.create_database("bench_search", **server)
+    reuse = args.database is not None
+    db = args.database or scratch.create_database("bench_search", **server)
     vhost = create_vhost("bench_search")
     db_url = f"mysql://root@{server['host']}:{server['port']}/{db}"
     proc: subprocess.Popen[bytes] | None = None
@@ -323,15 +331,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             CHAT_JWT_SECRET=SECRET,
             CHAT_LOG_LEVEL="WARNING",
         )
-        subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
-        with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-            t0 = time.monotonic()
-            facts = generate(args, Path(tmp))
-            out["generate_s"] = round(time.monotonic() - t0, 1)
-            log(f"generated in {out['generate_s']}s; loading")
-            t0 = time.monotonic()
-            load(db, Path(tmp))
-            out["load_s"] = round(time.monotonic() - t0, 1)
+        if reuse:  # a database kept by an earlier run with the same sizes and seed
+            facts = generate(args, Path("."), facts_only=True)
+            out["generate_s"] = out["load_s"] = 0.0
+        else:
+            subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
+            with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+                t0 = time.monotonic()
+                facts = generate(args, Path(tmp))
+                out["generate_s"] = round(time.monotonic() - t0, 1)
+                log(f"generated in {out['generate_s']}s; loading")
+                t0 = time.monotonic()
+                load(db, Path(tmp))
+                out["load_s"] = round(time.monotonic() - t0, 1)
         visible = [
             int(
                 scratch_rows(
@@ -388,7 +400,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if proc is not None:
             stop_proc(proc)
-        if args.keep:
+        if args.keep or reuse:
             log(f"kept database {db}")
         else:
             scratch.drop_database(db, **server)
@@ -442,6 +454,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    ap.add_argument(
+        "--database", help="reuse a database kept by an earlier run (same sizes and seed)"
+    )
     ap.add_argument("--json", action="store_true", help="print the results as a JSON line last")
     args = ap.parse_args()
     if args.rooms < 100:
