@@ -822,6 +822,7 @@ export class UI {
       const bodyEl = h('div', { class: 'msg-body' }, bodyNodes(body));
       children.push(bodyEl);
       if (m.edited_at || (change && change.kind === 'edit')) {
+        cls.push('edited');
         const at = Date.parse(m.edited_at || '');
         children.push(h('span', {
           class: 'msg-edited', text: '(edited)',
