@@ -414,6 +414,7 @@ function onRoomEvent(f) {
   } else {
     const before = store.rooms.get(room.id);
     store.upsertRoom(room, f.event === 'joined');
+    if (f.event === 'joined') settleNewRoom(room.id);
     const known = new Set((before && before.members) || []);
     if (hasMemberList(room)) refreshPresence(room.members.filter((m) => !known.has(m)));
   }
@@ -617,6 +618,21 @@ function jumpToPresent(roomId) {
   sync.loadPresent(roomId).catch(showError);
 }
 
+// A room that became mine on this connection: what was published with its creation or my
+// joining (the `created` / `joined` notice) can reach history a moment after the room's first
+// page was read, and the gateway may not have been bound to the room yet to relay it live
+// (seen in the scaled mode). So its history is read again after these delays (from the
+// cursor: nothing twice).
+const SETTLE_MS = [1_500, 5_000];
+function settleNewRoom(roomId) {
+  for (const ms of SETTLE_MS) {
+    setTimeout(() => {
+      const s = store.state.get(roomId);
+      if (inChat && s && s.loaded === true && !s.hasNewer && store.rooms.has(roomId)) sync.catchUp(roomId);
+    }, ms);
+  }
+}
+
 /** Forget a room we are no longer in. True if we had it. */
 function dropRoom(roomId) {
   const had = store.rooms.has(roomId);
@@ -669,7 +685,7 @@ function maybeLoadNewer() {
 
 bindControls({
   store, ui, api, session, outbox, notifier, openRoom, dropRoom, refreshPresence, showError,
-  maybeLoadOlder, maybeLoadNewer, maybeMarkRead, openAt, jumpToPresent, refetchRoom,
+  maybeLoadOlder, maybeLoadNewer, maybeMarkRead, openAt, jumpToPresent, refetchRoom, settleNewRoom,
   socket: () => socket,
 });
 

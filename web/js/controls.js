@@ -184,6 +184,7 @@ export function bindControls(app) {
       try {
         const room = await api.createGroup(name, members);
         store.upsertRoom(room, true);
+        app.settleNewRoom(room.id);
         app.refreshPresence(room.members || []);
         el['new-group-name'].value = '';
         el['new-group-members'].value = '';
