@@ -3,16 +3,16 @@
 // is looking at a room's newest messages, which messages raise a notification, and the
 // sending of read positions (one per room at a time, the newest wins).
 
-/**
- * Messages from others after `lastRead` in `sorted` (a room's messages, oldest first), or null
- * when that cannot be told from them: `lastRead` is not held, or nothing was read and
- * `whole` (the room's whole history is held) is false.
- */
 /** A message that counts as unread when someone else wrote it (notices do not, as on the server). */
 function counts(m, isMe) {
   return !isMe(m.sender) && (!m.kind || m.kind === 'text');
 }
 
+/**
+ * Messages from others after `lastRead` in `sorted` (a room's messages, oldest first), or null
+ * when that cannot be told from them: `lastRead` is not held, or nothing was read and
+ * `whole` (the room's whole history is held) is false.
+ */
 export function countUnreadAfter(sorted, lastRead, isMe, whole) {
   let start;
   if (lastRead) {
