@@ -54,7 +54,10 @@ async (body) => {
                 {"text": ")"},
             ],
         ),
-        ("javascript:alert(1) data:text/html,x", [{"text": "javascript:alert(1) data:text/html,x"}]),
+        (
+            "javascript:alert(1) data:text/html,x",
+            [{"text": "javascript:alert(1) data:text/html,x"}],
+        ),
         ("ftp://x.org/file", [{"text": "ftp://x.org/file"}]),
         (
             '<a href="https://e.org">x</a>',

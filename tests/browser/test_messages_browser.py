@@ -204,9 +204,7 @@ def test_notices_rename_and_who_can_add(browser: Any, cluster_url: str, tabs: li
     # a member added, then removed: a notice each, in order, live
     alice.page.fill("#add-member-input", c_name)
     alice.page.click("#add-member-btn")
-    expect(notices(bob)).to_have_text(
-        [f"{a_name} created the group", f"{a_name} added {c_name}"]
-    )
+    expect(notices(bob)).to_have_text([f"{a_name} created the group", f"{a_name} added {c_name}"])
     alice.page.click(f'[data-remove-member="{c_name}"]')
     expect(notices(bob)).to_have_text(
         [f"{a_name} created the group", f"{a_name} added {c_name}", f"{a_name} removed {c_name}"]
