@@ -53,7 +53,7 @@ from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
 from services.gateway.publisher import Publisher
 from services.gateway.reads import ReadSync
-from services.gateway.recent import SEEN_MAX, Recent
+from services.gateway.recent import CHANGED_MAX, SEEN_MAX, Recent
 from services.gateway.sending import Sender, send_error
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
@@ -110,7 +110,7 @@ class GatewayService:
         # goes out once, a `read` of a message just delivered needs no history lookup, and an
         # edit of a message acked a moment ago is authorized before history stores it
         self.seen: LRU[str, Recent] = LRU(SEEN_MAX)
-        self.changed: LRU[str, bool] = LRU(SEEN_MAX)  # change ids delivered here (once each)
+        self.changed: LRU[str, bool] = LRU(CHANGED_MAX)  # change ids delivered here (once each)
         self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_entry)
         self.sender = Sender(
             bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
