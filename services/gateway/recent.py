@@ -17,6 +17,11 @@ from typing import Any
 
 SEEN_MAX = 100_000  # message ids delivered here (a retried message goes out once)
 CHANGED_MAX = 20_000  # change ids delivered here (a change routed twice goes out once)
+# A change of a message this gateway has not delivered yet: its live copy may still be on its
+# way (the change came from another gateway, on another channel of the broker). Kept for a
+# message sent within the window, so that the message, when it comes, goes out as changed.
+EARLY_MAX = 1000
+EARLY_WINDOW_MS = 60_000
 
 
 class Recent:
