@@ -23,6 +23,9 @@ class LRU(Generic[K, V]):
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
     def add_new(self, key: K, value: V) -> bool:
         """Insert if absent; True if it was new."""
         if key in self._data:

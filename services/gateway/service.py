@@ -53,7 +53,7 @@ from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
 from services.gateway.publisher import Publisher
 from services.gateway.reads import ReadSync
-from services.gateway.recent import SEEN_MAX, Recent
+from services.gateway.recent import CHANGED_MAX, EARLY_MAX, EARLY_WINDOW_MS, SEEN_MAX, Recent
 from services.gateway.sending import Sender, send_error
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
@@ -110,7 +110,10 @@ class GatewayService:
         # goes out once, a `read` of a message just delivered needs no history lookup, and an
         # edit of a message acked a moment ago is authorized before history stores it
         self.seen: LRU[str, Recent] = LRU(SEEN_MAX)
-        self.changed: LRU[str, bool] = LRU(SEEN_MAX)  # change ids delivered here (once each)
+        self.changed: LRU[str, bool] = LRU(CHANGED_MAX)  # change ids delivered here (once each)
+        # recent messages changed before they were delivered here (another gateway's change
+        # overtook the message's own live copy): delivered as changed when they come
+        self.early: LRU[str, dict[str, Any]] = LRU(EARLY_MAX)
         self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_entry)
         self.sender = Sender(
             bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
@@ -512,7 +515,14 @@ class GatewayService:
             sent = parse_ms(msg["sent_at"])
         if msg["id"] in self.seen:
             return  # a retried or doubly routed message: each socket gets it once
-        self.seen.put(msg["id"], Recent.of(event, sent))
+        rec = Recent.of(event, sent)
+        self.seen.put(msg["id"], rec)
+        later = self.early.pop(msg["id"])
+        if later is not None:  # its change came first: never show the older text after it
+            msg = later
+            rec.deleted = bool(later.get("deleted"))
+            if isinstance(later.get("edited_at"), str):
+                rec.edited_ms = parse_ms(later["edited_at"])
         self.acked.put((event["sender_id"], msg["client_msg_id"]), msg)
         room = self.membership.rooms.get(msg["room"])
         if room is None:
@@ -545,6 +555,8 @@ class GatewayService:
             edited = msg.get("edited_at")
             if isinstance(edited, str):
                 rec.edited_ms = parse_ms(edited)
+        elif parse_ms(msg["sent_at"]) > now_ms() - EARLY_WINDOW_MS:
+            self.early.put(msg["id"], msg)  # a recent message not seen here yet
         sender_id = event.get("sender_id")
         if isinstance(sender_id, str):
             self.acked.replace((sender_id, str(msg["client_msg_id"])), msg)
