@@ -111,10 +111,15 @@ def generate(
     vocab = vocabulary(args.vocab, rng)
     zipf = 1.0 / np.arange(1, len(vocab) + 1) ** 1.05
     zipf /= zipf.sum()
-    rooms = [new_id(1_700_000_000_000 + i) for i in range(args.rooms)]
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+    def ident() -> str:  # 26 characters like ids.new_id(), but from the seed: reproducible
+        return "".join(rng.choice(alphabet) for _ in range(26))
+
+    rooms = [ident() for _ in range(args.rooms)]
     activity = 1.0 / np.arange(1, args.rooms + 1) ** 0.8
     activity /= activity.sum()
-    users = [(new_id(1_700_000_000_000 + i), f"user{i:05d}") for i in range(args.users)]
+    users = [(ident(), f"user{i:05d}") for i in range(args.users)]
     membership: dict[str, list[str]] = {}
     appeal = np.sqrt(activity)
     appeal /= appeal.sum()
@@ -222,7 +227,7 @@ def load(db: str, directory: Path) -> None:
 def scratch_host() -> dict[str, Any]:
     from bench.common import MYSQL_HOST, MYSQL_PORT
 
-    return {"host": MYSQL_HOST, "port": MYSQL_PORT}
+    return {"host": SERVER.get("host", MYSQL_HOST), "port": SERVER.get("port", MYSQL_PORT)}
 
 
 def queries(
@@ -317,6 +322,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python -m bench.search " + " ".join(sys.argv[1:]),
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "keep", "database")},
     }
+    private = None
+    if args.private_buffer_pool:  # a server of its own, with the memory the data needs
+        from tests.support.private_mariadb import PrivateMariaDB
+
+        private = PrivateMariaDB(buffer_pool=args.private_buffer_pool)
+        private.install()
+        private.start()
+        SERVER.update(host="127.0.0.1", port=private.port)
+        out["server"] = f"private mariadbd, innodb_buffer_pool_size={args.private_buffer_pool}"
+    else:
+        out["server"] = "the shared MariaDB (its own configuration)"
+    try:
+        return _run(args, out)
+    finally:
+        if private is not None:
+            private.cleanup()
+
+
+SERVER: dict[str, Any] = {}
+
+
+def _run(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     server = scratch_host()
     reuse = args.database is not None
     db = args.database or scratch.create_database("bench_search", **server)
@@ -409,9 +436,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def scratch_rows(db: str, sql: str, params: tuple[Any, ...]) -> Any:
-    from bench.common import mysql_rows
+    import pymysql
 
-    return mysql_rows(db, sql, params)[0][0]
+    conn = pymysql.connect(user="root", database=db, autocommit=True, **scratch_host())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def report(r: dict[str, Any]) -> str:
@@ -419,6 +452,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, python {platform.python_version()}",
         f"command: {r['command']}",
+        f"database server: {r['server']}",
         f"data: {r['config']['messages']} messages, {r['config']['rooms']} rooms, "
         f"{r['config']['users']} users; generated in {r['generate_s']}s, loaded in {r['load_s']}s",
         f"documents visible to 5 users: {r['documents_visible_to_5_users']}",
@@ -456,6 +490,12 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument(
         "--database", help="reuse a database kept by an earlier run (same sizes and seed)"
+    )
+    ap.add_argument(
+        "--private-buffer-pool",
+        metavar="SIZE",
+        help="run on a private mariadbd (own datadir, tests/support/private_mariadb.py) with "
+        "this innodb_buffer_pool_size (e.g. 1G) instead of the shared server",
     )
     ap.add_argument("--json", action="store_true", help="print the results as a JSON line last")
     args = ap.parse_args()

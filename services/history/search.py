@@ -57,11 +57,11 @@ from services.history.queries import (
 )
 from services.history.searchtext import Term, boolean_mode, fts5_query, like_patterns
 
-RECENT_DOCS = 5000  # step 1: the newest documents read, matched row by row
-RECENT_MAX = 50_000  # documents read newest first (steps 1 and 2a) at most
+RECENT_DOCS = 5000  # step 1: the newest documents (index entries) read
+RECENT_MAX = 100_000  # index entries read newest first (steps 1 and 2a) at most
 ROOMS_MAX = 5000  # step 2b: the caller's own documents read room by room at most
-SAMPLE_MIN = 200  # step 1 saw at least this many of the caller's documents: a sample
-PROBE_DOCS = 2000  # step 2b without a density: this many of the caller's documents
+SAMPLE_MIN = 200  # the caller's documents read without a match: the word is rare for them
+PROBE_DOCS = 2000  # how many of the caller's documents to read next when none matched yet
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 50
 TIME_INDEX = "ix_message_search_time"
@@ -248,47 +248,53 @@ def _find(
     """Up to ``limit`` (message_id, sent_ms) before ``top``, newest first; and the steps.
 
     1. the newest ``RECENT_DOCS`` documents (all rooms', or the room's) before ``top``;
-    2. if they held some matches but not a page, the density of matches among the caller's
-       documents says how many more would: (a) read newest first again if that stays within
-       ``RECENT_MAX`` documents of all rooms, or (b) the caller's documents of the time that
-       should hold them, room by room, if that is at most ``ROOMS_MAX`` (a caller whose rooms
-       are a small share of all: step 1 saw few of theirs, so it also probes ``PROBE_DOCS`` of
-       them this way when it found none);
+    2. while that found matches but not a page, the density of matches among the caller's
+       documents read so far says how many more of theirs would fill it: (a) read newest
+       first again, within ``RECENT_MAX`` index entries in all, or else (b) the caller's
+       documents of the time that should hold them, room by room (at most ``ROOMS_MAX``: a
+       caller whose rooms are a small share of all). With no match yet, ``PROBE_DOCS`` more
+       of the caller's documents, until ``SAMPLE_MIN`` of them say the word is rare;
     3. the full-text index for everything older than what steps 1-2 read."""
     lo = _boundary(conn, room, top, RECENT_DOCS)
     found = _scan(conn, rooms, room, terms, lo, top, limit)
     steps = [f"recent:{len(found)}"]
     if len(found) >= limit or lo is None:
         return found, steps
-    m = len(found)
-    mine = RECENT_DOCS if room is not None else _count(conn, rooms, lo, top)
-    if m == 0 and mine >= SAMPLE_MIN:  # rare among the caller's newest: the index is cheap
-        need = 0
-    elif m == 0:  # too few of the caller's documents to tell: probe more of them
-        need = PROBE_DOCS
-    else:
-        need = int((limit - m) * mine / m * 1.5) + 1  # the caller's documents to read
-    if need:
-        spread = RECENT_DOCS / max(mine, 1)  # documents of all rooms per one of the caller's
-        if RECENT_DOCS + need * spread <= RECENT_MAX:
-            lo2 = _boundary(conn, room, lo, int(need * spread))
+    read = RECENT_DOCS  # index entries read newest first
+    mine = RECENT_DOCS if room is not None else _count(conn, rooms, lo, top)  # caller's docs
+    by_rooms = 0  # the caller's documents read room by room
+    start = top.sent_ms if top is not None else now_ms()
+    while len(found) < limit:
+        m = len(found)
+        if m == 0 and mine >= SAMPLE_MIN:
+            break  # rare among the caller's newest documents: the full-text index is cheap
+        need = PROBE_DOCS if m == 0 else int((limit - m) * mine / m * 1.5) + 1
+        spread = read / max(mine, 1)  # index entries per document of the caller's
+        chunk = max(RECENT_DOCS, int(need * spread))
+        if read + chunk <= RECENT_MAX:
+            lo2 = _boundary(conn, room, lo, chunk)
             more = _scan(conn, rooms, room, terms, lo2, lo, limit - m)
-            steps.append(f"more_recent:{int(need * spread)}:{len(more)}")
-        elif need <= ROOMS_MAX:
-            start = top.sent_ms if top is not None else now_ms()
+            got = chunk if room is not None else _count(conn, rooms, lo2, lo)
+            read += chunk
+            steps.append(f"more_recent:{chunk}:{len(more)}")
+        elif room is None and by_rooms + need <= ROOMS_MAX:
             span = max(1, start - lo.sent_ms)
             since = lo.sent_ms - int(span * need / max(mine, 1))
             lo2 = Bound(since)  # inclusive: every document sent at ``since`` or later
             more = _scan_rooms(conn, rooms, terms, since, lo, limit - m)
+            got = need  # about that many of the caller's documents
+            by_rooms += need
             steps.append(f"rooms:{need}:{len(more)}")
         else:
-            lo2, more = lo, []
+            break
         found += more
-        if len(found) >= limit or lo2 is None:
-            return found, steps
+        mine += got
+        if lo2 is None:
+            return found, steps  # everything before ``top`` was read
         lo = lo2
-    found += _full_text(conn, rooms, terms, lo, limit - len(found))
-    steps.append("full_text")
+    if len(found) < limit:
+        found += _full_text(conn, rooms, terms, lo, limit - len(found))
+        steps.append("full_text")
     return found, steps
 
 
