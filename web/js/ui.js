@@ -235,6 +235,7 @@ export class UI {
 
   setMe(username) {
     this.el.me.textContent = username || '';
+    this.el['logout-btn'].title = username ? `Log out ${username}` : 'Log out';
   }
 
   setSidebar(open) {
