@@ -14,7 +14,7 @@ from typing import Any
 from alembic import context
 
 from services.common.db import make_engine, normalize_url
-from services.common.models import Base
+from services.common.models import Base, engine_owned
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -32,10 +32,17 @@ def database_url() -> str:
     return normalize_url(str(url))
 
 
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Leave the search index's engine-specific objects (FTS5 tables, the FULLTEXT index) out
+    of autogenerate's comparison: the models do not describe them (models.search_ddl)."""
+    return name is None or not engine_owned(name)
+
+
 def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
+        include_name=include_name,
         render_as_batch=True,  # SQLite cannot ALTER most things: copy-and-move tables
         **kwargs,
     )

@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         from services.auth import create_app as create_auth_app
 
-        relay = OutboxRelay(engine, bus, poll_interval=1.0)
+        relay = OutboxRelay(engine, bus, poll_interval=1.0, default_shards=settings.history_shards)
         presence = None
         if gateway is not None:  # the member lists ask this process's own gateway
             is_online = gateway.presence.is_online

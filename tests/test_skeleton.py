@@ -15,6 +15,7 @@ from tests.support.client import (
     WsClient,
     direct_room,
     history,
+    is_text,
     register_and_login,
     wait_for,
 )
@@ -37,14 +38,14 @@ def test_dm_crosses_gateways_and_lands_in_history(stack: Stack) -> None:
         assert room["id"] in [r["id"] for r in b.ready["rooms"]]
         first = await a.send_message("hello bob", to=bob.username)
         assert first["type"] == "ack", first
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"] == first["message"]
         second = await a.send_message("second, by room id", room=room["id"])
         assert second["type"] == "ack", second
-        got2 = await b.expect(lambda f: f["type"] == "message")
+        got2 = await b.expect(is_text)
         assert got2["message"]["id"] == second["message"]["id"]
         reply = await b.send_message("hi alice", room=room["id"])
-        assert (await a.expect(lambda f: f["type"] == "message"))["message"] == reply["message"]
+        assert (await a.expect(is_text))["message"] == reply["message"]
         await a.close()
         await b.close()
         return first["message"], second["message"]
@@ -90,7 +91,7 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
         a = await WsClient.connect(lb, alice)
         b = await WsClient.connect(lb, bob)
         ack = await a.send_message("through nginx", to=bob.username)
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"] == ack["message"]
         await a.close()
         await b.close()
@@ -100,6 +101,9 @@ def test_dm_through_the_load_balancer(cluster_url: str, cluster) -> None:  # typ
     msgs = wait_for(lambda: history(lb, bob, msg["room"]).json()["messages"], timeout=15)
     assert [m["id"] for m in msgs] == [msg["id"]]
     with httpx.Client(timeout=10) as http:
+        found = http.get(cluster_url + "/api/search", params={"q": "nginx"}, headers=bob.headers)
+        assert found.status_code == 200, found.text
+        assert [m["id"] for m in found.json()["messages"]] == [msg["id"]]
         me = http.get(cluster_url + "/api/auth/me", headers=alice.headers)
         assert me.status_code == 200 and me.json()["username"] == alice.username
         p = http.get(

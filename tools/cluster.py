@@ -82,6 +82,7 @@ http {{
     location /api/users {{ proxy_pass http://auth; }}
     location /api/rooms {{ proxy_pass http://auth; }}
     location /api/history/ {{ proxy_pass http://history; }}
+    location = /api/search {{ proxy_pass http://history; }}
     location /api/presence {{ proxy_pass http://gateway; }}
     location = /ws {{
       proxy_pass http://gateway;

@@ -9,7 +9,7 @@ import { MemberPages, PresenceSub, SMALL_ROOM_MAX, hasMemberList, memberCount } 
 import { Notifier } from './js/notify.js';
 import { Outbox } from './js/outbox.js';
 import { ReadSender, isLooking } from './js/readstate.js';
-import { Store } from './js/store.js';
+import { Store, isNotice } from './js/store.js';
 import { Sync } from './js/sync.js';
 import { UI } from './js/ui.js';
 
@@ -75,6 +75,8 @@ function enterChat() {
   delete ui.el['member-list'].dataset.presenceSub;
   store.me = { id: null, username: session.username || '' };
   store.loadPending();
+  store.loadChanges();
+  previewsAsked.clear();
   ui.setMe(store.me.username);
   ui.showChat();
   ui.setNotifyState(notifier.state);
@@ -186,6 +188,7 @@ function onFrame(f) {
     case 'room': return onRoomEvent(f);
     case 'read': return onReadFrame(f);
     case 'muted': return onMutedFrame(f);
+    case 'message_changed': return onChanged(f.message);
     case 'synced':
       sync.onSynced();
       if (resyncing) invalidateMemberPages();
@@ -220,18 +223,58 @@ function onReady(f) {
   restoreActiveRoom();
   const active = store.activeRoomId;
   if (active && !store.rs(active).loaded) sync.loadFirst(active);
+  fetchPreviews();
   ui.invalidate('rooms', 'header', 'messages', 'composer', 'online');
+}
+
+// ---------------------------------------------------------------- previews
+
+const PREVIEW_ROOMS = 60; // the conversation list's first rooms get a preview fetched
+const PREVIEW_PARALLEL = 3;
+const previewsAsked = new Map(); // room id -> unread count when its preview was fetched
+
+/**
+ * The conversation list shows each room's newest message. Rooms whose messages we hold show
+ * theirs; for the others (not opened on this page) the newest message is read once
+ * (`GET /api/history/{id}?limit=1`), a few at a time, for the first rooms of the list, and
+ * again after a reconnect for a room whose unread count has changed meanwhile.
+ */
+function fetchPreviews() {
+  const todo = store.orderedRooms().slice(0, PREVIEW_ROOMS).filter((room) => {
+    const s = store.state.get(room.id);
+    if (s && s.latest()) return false;
+    const unread = s ? s.unread : 0;
+    if (previewsAsked.has(room.id) && previewsAsked.get(room.id) === unread) return false;
+    previewsAsked.set(room.id, unread);
+    return true;
+  });
+  const next = () => {
+    const room = todo.shift();
+    if (!room || !inChat) return undefined;
+    return api.history(room.id, { limit: 1 })
+      .then((page) => {
+        const m = page && Array.isArray(page.messages) ? page.messages[page.messages.length - 1] : null;
+        if (m && store.rooms.has(room.id)) {
+          store.setPreview(room.id, m);
+          ui.invalidate('rooms');
+        }
+      })
+      .catch(() => { /* a preview is a nicety */ })
+      .then(next);
+  };
+  for (let i = 0; i < PREVIEW_PARALLEL; i += 1) next();
 }
 
 function onMessage(msg) {
   if (!msg || typeof msg.room !== 'string') return;
   if (!store.rooms.has(msg.room)) learnRoom(msg.room);
   const s = store.rs(msg.room);
-  const added = store.merge(msg.room, [msg]);
+  const added = store.mergeLive(msg.room, [msg]);
   if (msg.sender) s.typing.delete(msg.sender);
   if (!added.length) return;
   store.touch(msg.room);
-  const fromOther = !store.isMe(msg.sender);
+  // a notice ("alice added bob") is not unread and raises no notification
+  const fromOther = !store.isMe(msg.sender) && !isNotice(msg);
   if (fromOther && !looking(msg.room)) {
     // unread: counted from what we hold when that is exact, else one more on the server's count
     if (!store.recount(msg.room)) s.unread += 1;
@@ -276,7 +319,26 @@ function onMutedFrame(f) {
   ui.invalidate('rooms', 'header');
 }
 
+/** An edit or a delete (anyone's, from any connection): the message as it is now. */
+function onChanged(msg) {
+  if (!msg || typeof msg.room !== 'string' || !store.rooms.has(msg.room)) return;
+  if (store.applyChanged(msg)) {
+    if (msg.deleted && ui.editing && ui.editing.id === msg.id) ui.editing = null;
+    if (msg.room === store.activeRoomId) ui.invalidate('messages');
+    ui.invalidate('rooms');
+  }
+}
+
 function onAck(f) {
+  const change = f.client_msg_id && store.changes.get(f.client_msg_id);
+  if (change) { // my edit or delete is stored: the message as it is now
+    store.changes.delete(f.client_msg_id);
+    store.saveChanges();
+    if (f.message) store.applyChanged(f.message);
+    if (change.room === store.activeRoomId) ui.invalidate('messages');
+    ui.invalidate('rooms');
+    return;
+  }
   const added = store.ack(f.client_msg_id, f.message);
   const roomId = f.message && f.message.room;
   if (roomId) {
@@ -286,7 +348,30 @@ function onAck(f) {
   }
 }
 
+// a refused edit or delete that retrying cannot fix: dropped, with a word why
+const FINAL_CHANGE_ERRORS = new Set(['forbidden', 'message_not_found', 'not_a_member', 'room_not_found', 'invalid_frame']);
+
 function onErrorFrame(f) {
+  const change = f.client_msg_id && store.changes.get(f.client_msg_id);
+  if (change) {
+    const what = change.kind === 'edit' ? 'The message was not edited' : 'The message was not deleted';
+    const text = errorText(f.code, f.message, {
+      forbidden: change.kind === 'edit' ? 'You can only edit your own messages.'
+        : 'Only the sender or the group’s owner can delete a message.',
+    });
+    if (FINAL_CHANGE_ERRORS.has(f.code)) {
+      store.changes.delete(f.client_msg_id);
+      store.saveChanges();
+      ui.showBanner(`${what}: ${text}`);
+    } else {
+      change.state = 'failed';
+      change.code = f.code;
+      change.error = text;
+      store.saveChanges();
+    }
+    if (change.room === store.activeRoomId) ui.invalidate('messages');
+    return;
+  }
   const text = errorText(f.code, f.message);
   if (f.client_msg_id && store.pending.has(f.client_msg_id)) {
     const p = store.fail(f.client_msg_id, f.code, text);
@@ -329,6 +414,7 @@ function onRoomEvent(f) {
   } else {
     const before = store.rooms.get(room.id);
     store.upsertRoom(room, f.event === 'joined');
+    if (f.event === 'joined') settleNewRoom(room.id);
     const known = new Set((before && before.members) || []);
     if (hasMemberList(room)) refreshPresence(room.members.filter((m) => !known.has(m)));
   }
@@ -456,6 +542,7 @@ function maybeMarkRead() {
   const roomId = store.activeRoomId;
   if (!roomId || !inChat || !looking(roomId)) return;
   const s = store.rs(roomId);
+  if (s.hasNewer) return; // a window in the past: its end is not the newest message
   const newest = s.newest();
   const changed = s.unread !== 0;
   s.unread = 0;
@@ -468,7 +555,7 @@ function maybeMarkRead() {
 
 // ---------------------------------------------------------------- rooms
 
-function openRoom(roomId) {
+function openRoom(roomId, { load = true } = {}) {
   if (!store.rooms.has(roomId)) return;
   const before = store.activeRoomId;
   if (before && before !== roomId && store.state.get(before)) {
@@ -478,14 +565,72 @@ function openRoom(roomId) {
   sessionStorage.setItem(ACTIVE_KEY, roomId);
   const s = store.rs(roomId);
   // the "New messages" line: placed once the history is here (ui.js), from the read state now
-  if (before !== roomId) s.divider = undefined;
+  if (before !== roomId) {
+    s.divider = undefined;
+    ui.menuFor = null;
+    ui.confirmDelete = null;
+    ui.editing = null;
+    ui.highlight = null;
+  }
   notifier.viewChanged();
-  if (!s.loaded) sync.loadFirst(roomId);
+  if (!s.loaded && load) sync.loadFirst(roomId);
   if (mobile.matches) ui.setSidebar(false);
   ui.scrollToBottom();
   ui.invalidate('rooms', 'header', 'messages', 'typing', 'composer');
   // after the render pass (queued first) has enabled the composer
   if (!mobile.matches) queueMicrotask(() => ui.el['composer-input'].focus());
+}
+
+/**
+ * Open a conversation at one message (a search result): the page around it, the message in
+ * the middle of the view and highlighted.
+ */
+async function openAt(roomId, messageId) {
+  if (!store.rooms.has(roomId)) {
+    ui.showBanner('You are no longer in that conversation.', 'info');
+    return;
+  }
+  openRoom(roomId, { load: false }); // the page around the message, not the newest
+  const s = store.rs(roomId);
+  s.divider = null; // no "New messages" line: the user came for one message
+  s.dividerShown = true;
+  ui.highlight = messageId;
+  ui.scrollTo = messageId;
+  ui.invalidate('messages', 'jump');
+  try {
+    const found = await sync.loadAround(roomId, messageId);
+    if (!found && store.activeRoomId === roomId) {
+      ui.showBanner('That message is no longer in the conversation (deleted or out of reach).', 'info');
+    }
+  } catch (e) {
+    showError(e);
+  }
+  if (store.activeRoomId === roomId) {
+    ui.scrollTo = messageId;
+    ui.invalidate('messages', 'jump', 'rooms');
+  }
+}
+
+/** Back to the newest messages from a window in the past. */
+function jumpToPresent(roomId) {
+  ui.highlight = null;
+  ui.scrollToBottom();
+  sync.loadPresent(roomId).catch(showError);
+}
+
+// A room that became mine on this connection: what was published with its creation or my
+// joining (the `created` / `joined` notice) can reach history a moment after the room's first
+// page was read, and the gateway may not have been bound to the room yet to relay it live
+// (seen in the scaled mode). So its history is read again after these delays (from the
+// cursor: nothing twice).
+const SETTLE_MS = [1_500, 5_000];
+function settleNewRoom(roomId) {
+  for (const ms of SETTLE_MS) {
+    setTimeout(() => {
+      const s = store.state.get(roomId);
+      if (inChat && s && s.loaded === true && !s.hasNewer && store.rooms.has(roomId)) sync.catchUp(roomId);
+    }, ms);
+  }
 }
 
 /** Forget a room we are no longer in. True if we had it. */
@@ -523,14 +668,25 @@ function maybeLoadOlder() {
 // after each render of the message list: too short to scroll, or still at the top? fetch more
 ui.afterMessages = () => {
   if (ui.needsMoreToFill() || ui.nearTop()) maybeLoadOlder();
+  maybeLoadNewer();
   maybeMarkRead();
 };
+
+/** A window in the past: the next newer page when the user nears its end. */
+function maybeLoadNewer() {
+  const roomId = store.activeRoomId;
+  const s = roomId && store.state.get(roomId);
+  if (s && s.loaded === true && s.hasNewer && !s.loadingNewer && (ui.nearBottom() || ui.needsMoreToFill())) {
+    sync.loadNewer(roomId);
+  }
+}
 
 // ---------------------------------------------------------------- start
 
 bindControls({
   store, ui, api, session, outbox, notifier, openRoom, dropRoom, refreshPresence, showError,
-  maybeLoadOlder, maybeMarkRead, socket: () => socket,
+  maybeLoadOlder, maybeLoadNewer, maybeMarkRead, openAt, jumpToPresent, refetchRoom, settleNewRoom,
+  socket: () => socket,
 });
 
 document.addEventListener('visibilitychange', () => {

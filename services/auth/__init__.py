@@ -62,6 +62,7 @@ def create_app(
         background = BackgroundRelay(
             engine=functools.partial(_engine_of, app),
             bus_factory=lambda: create_bus(settings.broker_url, settings.history_delivery_limit),
+            default_shards=settings.history_shards,
         )
     app.extensions[EXTENSION] = AuthState(
         settings=settings,

@@ -7,10 +7,20 @@ gateway) and are re-exported here. The group changes below stage their events wi
 Every change costs the same whatever the room's size (API.md: "a membership change costs the
 same for a room of 10 or 10,000 members"):
 
-- a new group: ``joined`` for each member (on the member's own key: they must learn of it);
-- a member added: ``joined`` for them, one ``member_joined`` on the room's key;
-- a member removed (or leaving): ``left`` for them, one ``member_left`` on the room's key, and
-  ``updated`` on the room's key if the owner changed.
+- a new group: ``joined`` for each member (on the member's own key: they must learn of it),
+  and one ``created`` notice;
+- a member added: ``joined`` for them, one ``member_joined`` on the room's key, one ``joined``
+  notice;
+- a member removed (or leaving): ``left`` for them, one ``member_left`` on the room's key, one
+  ``removed`` (or ``left``) notice, and ``updated`` on the room's key if the owner changed;
+- a group renamed or its ``who_can_add`` changed (``update_room``): ``updated`` on the room's
+  key, and a ``renamed`` notice for a new name.
+
+Notices are messages of kind ``notice`` in the room's history (API.md "History"): staged in
+the outbox in the same transaction as the change (``events.notice_staged``), after the change's
+events, and relayed to the room's history shard (stored once: the notice's id comes from the
+room's version) and, through the room's key, to the members online. One notice per change,
+whatever the room's size (a group created with 10,000 members: one ``created`` notice).
 
 The room row is locked (``SELECT ... FOR UPDATE``) by every change of a room, so its
 ``version`` and ``member_count`` move one step at a time, in commit order. When the owner
@@ -57,6 +67,7 @@ __all__ = [
     "room_object",
     "room_objects",
     "rooms_of_user",
+    "update_room",
 ]
 
 MAX_ROOM_NAME = 100
@@ -73,7 +84,32 @@ class UserNotFound(LookupError):
 
 
 class NotAllowed(PermissionError):
-    """Only the owner removes others."""
+    """Only the owner removes others, changes the group, or adds members where
+    ``who_can_add`` is ``owner``."""
+
+
+WHO_CAN_ADD = ("owner", "members")
+
+
+def _notice(
+    room_id: str,
+    version: int,
+    event: events.NoticeEvent,
+    ms: int,
+    *,
+    username: str | None,
+    by: str | None,
+    name: str | None = None,
+) -> tuple[str, str, bytes]:
+    """The notice of a change for the outbox (the room's ``version`` after the change)."""
+    entry = events.notice_entry(
+        room_id, version, event, username=username, by=by, name=name, sent_ms=ms
+    )
+    return events.notice_staged(entry)
+
+
+def _username(session: Session, user_id: str) -> str:
+    return str(session.execute(select(User.username).where(User.id == user_id)).scalar_one())
 
 
 class InvalidChange(ValueError):
@@ -183,7 +219,9 @@ def create_group(
     seqs = bump_membership_seqs(session, member_ids)
     obj = room_object(session, room.id)
     assert obj is not None
-    add_events(session, [events.room_event("joined", uid, seqs[uid], obj) for uid in member_ids])
+    staged = [events.room_event("joined", uid, seqs[uid], obj) for uid in member_ids]
+    staged.append(_notice(room.id, room.version, "created", ms, username=None, by=owner_name))
+    add_events(session, staged)
     return obj
 
 
@@ -198,12 +236,14 @@ def add_member(
 ) -> tuple[dict[str, Any], bool]:
     """Add a user to a group the actor is in: (room object, whether it changed).
 
-    Raises RoomNotFound, InvalidChange (direct room, full group), UserNotFound. Does not
-    commit."""
+    Raises RoomNotFound, InvalidChange (direct room, full group), NotAllowed (``who_can_add``
+    is ``owner`` and the actor is not), UserNotFound. Does not commit."""
     ms = now_ms() if ms is None else ms
     room = _member_room(session, room_id, actor_id, lock=True)
     if room.kind != "group":
         raise InvalidChange("a direct room has exactly its two members")
+    if room.who_can_add == "owner" and room.owner_id != actor_id:
+        raise NotAllowed("only the owner adds members to this group")
     found, unknown = _users_by_name(session, [username])
     if unknown:
         raise UserNotFound(unknown)
@@ -233,18 +273,27 @@ def add_member(
             events.member_event(
                 "member_joined", room.id, room.version, room.member_count, user.username, user.id
             ),
+            _notice(
+                room.id,
+                room.version,
+                "joined",
+                ms,
+                username=user.username,
+                by=_username(session, actor_id),
+            ),
         ],
     )
     return obj, True
 
 
 def remove_member(
-    session: Session, room_id: str, actor_id: str, username: object
+    session: Session, room_id: str, actor_id: str, username: object, ms: int | None = None
 ) -> dict[str, Any]:
     """Remove a member (the owner removes anyone; anyone removes themselves): the room after.
 
     Raises RoomNotFound, InvalidChange (direct room), NotAllowed, UserNotFound (not a member).
     Does not commit."""
+    ms = now_ms() if ms is None else ms
     room = _member_room(session, room_id, actor_id, lock=True)
     if room.kind != "group":
         raise InvalidChange("a direct room has exactly its two members")
@@ -279,13 +328,77 @@ def remove_member(
     seq = bump_membership_seqs(session, [target.id])[target.id]
     obj = room_object(session, room.id)
     assert obj is not None
+    itself = target.id == actor_id
     staged = [
         events.room_event("left", target.id, seq, obj),
         events.member_event(
             "member_left", room.id, left_version, room.member_count, target.username, target.id
+        ),
+        _notice(
+            room.id,
+            left_version,
+            "left" if itself else "removed",
+            ms,
+            username=target.username,
+            by=target.username if itself else _username(session, actor_id),
         ),
     ]
     if owner_changed:
         staged.append(events.room_updated(obj))
     add_events(session, staged)
     return obj
+
+
+def update_room(
+    session: Session,
+    room_id: str,
+    actor_id: str,
+    *,
+    name: str | None = None,
+    who_can_add: str | None = None,
+    ms: int | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Rename a group and/or set who may add members (its owner only): (room object, whether
+    it changed). A change bumps the room's version once and stages ``updated`` on the room's
+    key (and a ``renamed`` notice for a new name); the same values again change nothing.
+
+    ``name`` must be valid already (the caller checks it), ``who_can_add`` one of
+    ``WHO_CAN_ADD``. Raises RoomNotFound (not a member, or a direct room: it has no settings)
+    and NotAllowed (not the owner). Does not commit."""
+    ms = now_ms() if ms is None else ms
+    room = _member_room(session, room_id, actor_id, lock=True)
+    if room.kind != "group":
+        raise RoomNotFound(room_id)
+    if room.owner_id != actor_id:
+        raise NotAllowed("only the group's owner changes its name and settings")
+    if who_can_add is not None and who_can_add not in WHO_CAN_ADD:
+        raise InvalidChange("'who_can_add' must be 'owner' or 'members'")
+    renamed = name is not None and name != room.name
+    regated = who_can_add is not None and who_can_add != room.who_can_add
+    if not renamed and not regated:
+        obj = room_object(session, room.id)
+        assert obj is not None
+        return obj, False
+    if name is not None and renamed:
+        room.name = name
+    if who_can_add is not None and regated:
+        room.who_can_add = who_can_add
+    room.version += 1
+    session.flush()
+    obj = room_object(session, room.id)
+    assert obj is not None
+    staged = [events.room_updated(obj)]
+    if renamed:
+        staged.append(
+            _notice(
+                room.id,
+                room.version,
+                "renamed",
+                ms,
+                username=None,
+                by=_username(session, actor_id),
+                name=name,
+            )
+        )
+    add_events(session, staged)
+    return obj, True

@@ -30,10 +30,12 @@ class BackgroundRelay:
         engine: Callable[[], Engine],
         bus_factory: Callable[[], Bus],
         poll_interval: float = 1.0,
+        default_shards: int = 1,
     ) -> None:
         self._engine = engine
         self._bus_factory = bus_factory
         self._poll_interval = poll_interval
+        self._default_shards = default_shards
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._relay: OutboxRelay | None = None
@@ -51,7 +53,9 @@ class BackgroundRelay:
             if self._relay is None or self._pid != os.getpid():
                 self._pid = os.getpid()
                 self.bus = self._bus_factory()
-                self._relay = OutboxRelay(self._engine(), self.bus, self._poll_interval)
+                self._relay = OutboxRelay(
+                    self._engine(), self.bus, self._poll_interval, self._default_shards
+                )
                 ready = threading.Event()
                 self._thread = threading.Thread(
                     target=self._run,

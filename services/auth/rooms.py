@@ -71,7 +71,9 @@ def direct() -> Response:
     return jsonify(_for_caller(claims.user_id, obj))
 
 
-def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
+def _room_name(data: dict[str, Any]) -> str:
+    """A group's ``name``: a non-empty, printable string of up to MAX_ROOM_NAME characters
+    (surrounding white space dropped)."""
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise APIError(422, "invalid_request", "'name' must be a non-empty string")
@@ -80,6 +82,11 @@ def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
         raise APIError(
             422, "invalid_request", f"'name' must be at most {directory.MAX_ROOM_NAME} characters"
         )
+    return name
+
+
+def _group_fields(data: dict[str, Any]) -> tuple[str, list[object]]:
+    name = _room_name(data)
     members = data.get("members", [])
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise APIError(422, "invalid_request", "'members' must be a list of usernames")
@@ -137,6 +144,43 @@ def get_room(room_id: str) -> Response:
     return jsonify(_for_caller(claims.user_id, obj))
 
 
+@bp.patch("/<room_id>")
+def update_room(room_id: str) -> Response:
+    """The group's owner renames it and/or sets ``who_can_add`` (``owner`` | ``members``).
+    404 for non-members and direct rooms (a direct room has no name or owner to change), 403
+    for members other than the owner, 422 for a bad value; the members hear ``updated``, and a
+    rename leaves a ``renamed`` notice in the room's history."""
+    claims = authenticate()
+    data = json_object()
+    known = {"name", "who_can_add"}
+    if not known.intersection(data):
+        raise APIError(422, "invalid_request", "give 'name' and/or 'who_can_add'")
+    name = _room_name(data) if "name" in data else None
+    who = data.get("who_can_add")
+    if "who_can_add" in data and who not in directory.WHO_CAN_ADD:
+        raise APIError(422, "invalid_request", "'who_can_add' must be 'owner' or 'members'")
+    try:
+        obj, changed = directory.update_room(
+            db.session(),
+            room_id,
+            claims.user_id,
+            name=name,
+            who_can_add=who if isinstance(who, str) else None,
+            ms=state().clock(),
+        )
+    except directory.RoomNotFound:
+        db.session.rollback()
+        raise _room_not_found() from None
+    except directory.NotAllowed as exc:
+        db.session.rollback()
+        raise APIError(403, "forbidden", str(exc)) from None
+    if changed:
+        commit_and_publish()
+    else:
+        db.session.rollback()
+    return jsonify(_for_caller(claims.user_id, obj))
+
+
 _MEMBERS_LIMIT = re.compile(r"[0-9]{1,4}")
 
 
@@ -182,6 +226,8 @@ def add_member(room_id: str) -> Response:
         raise _room_not_found() from None
     except directory.InvalidChange as exc:
         raise APIError(422, "invalid_request", str(exc)) from None
+    except directory.NotAllowed as exc:
+        raise APIError(403, "forbidden", str(exc)) from None
     except directory.UserNotFound as exc:
         raise _user_not_found(exc) from None
     except IntegrityError:  # added concurrently by another member: done either way
@@ -194,7 +240,7 @@ def add_member(room_id: str) -> Response:
 def remove_member(room_id: str, username: str) -> tuple[str, int]:
     claims = authenticate()
     try:
-        directory.remove_member(db.session(), room_id, claims.user_id, username)
+        directory.remove_member(db.session(), room_id, claims.user_id, username, state().clock())
     except directory.RoomNotFound:
         raise _room_not_found() from None
     except directory.InvalidChange as exc:

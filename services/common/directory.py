@@ -5,7 +5,8 @@ change membership stage the matching events in the outbox (same transaction).
 
 Room objects (API.md "Rooms") carry ``member_count`` always and ``members`` only for rooms of
 up to ``CONTACT_ROOM_MAX`` members: reading a room costs the same for 10 or 10,000 members.
-They also carry ``version``, bumped with every change of the room (events carry it too).
+They also carry ``version``, bumped with every change of the room (events carry it too), and
+``who_can_add`` (``owner`` | ``members`` for a group, null for a direct room).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def room_objects(session: Session, room_ids: Iterable[str]) -> dict[str, dict[st
                     Room.member_count,
                     Room.created_ms,
                     Room.version,
+                    Room.who_can_add,
                 )
                 .outerjoin(owner, owner.id == Room.owner_id)
                 .where(Room.id.in_(part))
@@ -71,6 +73,8 @@ def room_objects(session: Session, room_ids: Iterable[str]) -> dict[str, dict[st
             "name": r.name,
             "owner": r.username,
             "member_count": r.member_count,
+            # who may add members to a group: "owner" or "members" (null for a direct room)
+            "who_can_add": r.who_can_add if r.kind == "group" else None,
         }
         if r.id in by_room:
             obj["members"] = sorted(by_room[r.id])

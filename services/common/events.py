@@ -31,6 +31,16 @@ receive; the history queue does not), one event per change whatever the room's s
 
 ``version`` is the room's version after the change: a gateway applies a room's events in order,
 drops stale ones and re-reads the room when one is missing.
+
+History entries (docs/PROTOCOL.md, "History entries"): what goes to a room's history shard
+(``room.<room_id>.msg.<shard>`` alone, or in a gateway's ``{"type":"batch"}`` on
+``history.<shard>``), persistent and confirmed; the history writer stores them in queue order:
+
+- ``edit_entry`` / ``delete_entry``: a member changed a stored message (the gateway has
+  authorized it); ``message`` is the message as history will show it after the change (what
+  the ack and the ``message_changed`` frames carry);
+- ``notice_entry``: what happened in a room (joined, left, removed, renamed), stored as a
+  message of kind ``notice``; ``notice_publish`` routes one to its room's shard.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from typing import Any, Literal
 import orjson
 
 from services.common import topology
+from services.common.ids import notice_client_msg_id, notice_id
+from services.common.schema import message_object
 
 UserRoomEvent = Literal["joined", "left"]
 MemberEvent = Literal["member_joined", "member_left"]
@@ -128,3 +140,79 @@ def muted_event(user_id: str, room_id: str, muted: bool) -> tuple[str, str, byte
 def synced(gateway_id: str, marker: str, shard: int = 0) -> tuple[str, str, bytes]:
     body = orjson.dumps({"type": "synced", "marker": marker, "shard": shard})
     return topology.EVENTS, topology.gateway_key(gateway_id), body
+
+
+NoticeEvent = Literal["created", "joined", "left", "removed", "renamed"]
+
+
+def edit_entry(
+    message: dict[str, Any], actor_id: str, client_msg_id: str, at_ms: int, origin: Any = None
+) -> dict[str, Any]:
+    """``message``: the message object after the edit (new ``body``, ``edited_at`` = at_ms)."""
+    return {
+        "type": "edit",
+        "message": message,
+        "actor_id": actor_id,
+        "client_msg_id": client_msg_id,
+        "at_ms": at_ms,
+        "origin": origin,
+    }
+
+
+def delete_entry(
+    message: dict[str, Any], actor_id: str, client_msg_id: str, at_ms: int, origin: Any = None
+) -> dict[str, Any]:
+    """``message``: the message object after the delete (``body`` null, ``deleted`` true)."""
+    return {
+        "type": "delete",
+        "message": message,
+        "actor_id": actor_id,
+        "client_msg_id": client_msg_id,
+        "at_ms": at_ms,
+        "origin": origin,
+    }
+
+
+def notice_entry(
+    room_id: str,
+    version: int,
+    event: NoticeEvent,
+    *,
+    username: str | None,
+    by: str | None,
+    name: str | None = None,
+    sent_ms: int,
+) -> dict[str, Any]:
+    """A notice of a room change, ``version`` being the room's version after it (the notice's
+    id comes from it: relaying the same event twice stores one notice). ``username``: the
+    member concerned; ``by``: who did it (the sender shown); ``name``: the new name (renamed)."""
+    cmid = notice_client_msg_id(version)
+    notice = {"event": event, "username": username, "by": by, "name": name}
+    msg = message_object(
+        notice_id(room_id, version),
+        room_id,
+        by or username or "",
+        None,
+        sent_ms,
+        cmid,
+        kind="notice",
+        notice=notice,
+    )
+    return {"type": "message", "message": msg, "sender_id": room_id, "sent_ms": sent_ms}
+
+
+def notice_staged(entry: dict[str, Any]) -> tuple[str, str, bytes]:
+    """A notice for the outbox (``add_events``), staged in the transaction of the change it
+    tells of: the relay publishes it to its room's shard of the moment, mandatory and
+    persistent (``OutboxRelay``), and deletes the row only once the broker confirmed it
+    (all-in-one: once the history writer committed it)."""
+    room_id = entry["message"]["room"]
+    return topology.MESSAGES, topology.room_history_key(room_id), orjson.dumps(entry)
+
+
+def notice_publish(entry: dict[str, Any], shards: int) -> tuple[str, str, bytes]:
+    """(exchange, routing key, body) of a notice to its room's history shard; publish it
+    persistent (and mandatory) like a message. The room's gateways receive it too (they bind
+    ``room.<id>.#``)."""
+    room_id = entry["message"]["room"]
+    return topology.MESSAGES, topology.room_msg_key(room_id, shards), orjson.dumps(entry)

@@ -41,6 +41,21 @@ def message_id(sender_id: str, client_msg_id: str) -> str:
     return "m" + _b32(int.from_bytes(digest[:16], "big"), 25)
 
 
+def change_id(actor_id: str, client_msg_id: str) -> str:
+    digest = hashlib.sha256(f"change\x00{actor_id}\x00{client_msg_id}".encode()).digest()
+    return "c" + _b32(int.from_bytes(digest[:16], "big"), 25)
+
+
+def notice_client_msg_id(version: int) -> str:
+    return f"notice:{version}"
+
+
+def notice_id(room_id: str, version: int) -> str:
+    """A notice is stored with ``sender_id`` = the room's id and this ``client_msg_id``: no
+    user's send can take its id."""
+    return message_id(room_id, notice_client_msg_id(version))
+
+
 _last_second: list[object] = [-1, ""]  # (second, "YYYY-MM-DDTHH:MM:SS.") of the last call
 
 

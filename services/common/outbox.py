@@ -5,6 +5,15 @@ The relay publishes rows in id order with publisher confirms and deletes them on
 Relays of several workers serialize on ``SELECT ... FOR UPDATE`` (a no-op on SQLite, where only
 one process writes), so events reach the broker in commit order. Events are idempotent state
 changes, so a row published twice (a relay that died between confirm and delete) is harmless.
+
+History entries (the notices of a room's changes, ``events.notice_staged``) are staged with the
+key ``room.<id>.msg``: the relay appends the room's shard in the history configuration of the
+moment (``services.common.config``) and publishes them mandatory and persistent, like a
+gateway's messages: the broker confirms them once the shard's quorum queue holds them (the
+in-process bus: once the history writer committed them), and an unroutable one (no history
+queue declared yet) stays in the outbox. While ``python -m services reshard`` has history
+paused, the relay stops at the first such entry (what follows waits behind it, in order).
+A notice relayed twice is stored once (its id comes from the room's version).
 """
 
 from __future__ import annotations
@@ -12,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from services.common import config as cluster_config
+from services.common import topology
 from services.common.bus import Bus, PublishError
 from services.common.ids import now_ms
 from services.common.models import Outbox
@@ -38,10 +50,13 @@ def add_events(session: Session, events: Iterable[tuple[str, str, bytes]]) -> No
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, bus: Bus, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, bus: Bus, poll_interval: float = 1.0, default_shards: int = 1
+    ) -> None:
         self.engine = engine
         self.bus = bus
         self.poll_interval = poll_interval
+        self.default_shards = default_shards  # a new database's history shards (config.load)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._drained = threading.Condition()
@@ -102,11 +117,11 @@ class OutboxRelay:
                     .with_for_update()
                 ).all()
             )
+            items = await self._resolve(rows)
+            rows = rows[: len(items)]  # history paused: the rest waits (in order)
             # pipelined: a page of events goes out at once, in order (a group of 10,000 is 10,000
             # events: one confirm round each would take seconds)
-            n = await self.bus.publish_many(
-                [(row.exchange, row.routing_key, row.body.encode()) for row in rows]
-            )
+            n = await self.bus.publish_many(items, durable=topology.is_history_entry_key)
             done = [row.id for row in rows[:n]]
             if n < len(rows):
                 log.warning("broker refused an outbox event; %d relayed this pass", n)
@@ -121,3 +136,22 @@ class OutboxRelay:
             return len(done)
         finally:
             await asyncio.to_thread(conn.close)
+
+    async def _resolve(self, rows: Sequence[Any]) -> list[tuple[str, str, bytes]]:
+        """The rows as publishes: a history entry gets its room's shard of the moment; none
+        from the first history entry on while history is paused (a reshard)."""
+        items: list[tuple[str, str, bytes]] = []
+        cfg: cluster_config.HistoryConfig | None = None
+        for row in rows:
+            key = row.routing_key
+            room = topology.unsharded_room(key)
+            if room is not None:
+                if cfg is None:
+                    cfg = await asyncio.to_thread(
+                        cluster_config.load, self.engine, self.default_shards
+                    )
+                if cfg.paused:
+                    break
+                key = topology.room_msg_key(room, cfg.shards)
+            items.append((row.exchange, key, row.body.encode()))
+        return items

@@ -9,7 +9,8 @@ is one row they already have (``memberships.last_read_id`` / ``last_read_ms``), 
 when *they* read, and only forwards (a conditional UPDATE: concurrent reads from several
 devices cannot move it back). Unread counts are computed on demand by one range read of the
 ``(room_id, sent_ms, id)`` index after the position, stopped at ``UNREAD_CAP`` rows, and skipped
-outright for a room with no activity since the position (``rooms.last_activity_ms``).
+outright for a room with no activity since the position (``rooms.last_activity_ms``). They count
+text messages from others that are not deleted: never notices, never a deleted message.
 
 The position of a member who never read (``last_read_id`` null) is the moment they joined:
 only messages since they became a member are unread (a new member of an old group does not
@@ -97,7 +98,8 @@ def _after(dialect: str, pos: Position) -> ColumnElement[bool]:
 def unread_count(
     session: Session, room_id: str, user_id: str, pos: Position, cap: int = UNREAD_CAP
 ) -> int:
-    """Messages of the room after ``pos`` sent by others, counted up to ``cap``."""
+    """Text messages of the room after ``pos`` sent by others and not deleted, counted up to
+    ``cap`` (notices never count: they tell of the room, nobody wrote them)."""
     dialect = session.get_bind().dialect.name
     inner = (
         select(MESSAGES.c.id)
@@ -105,6 +107,8 @@ def unread_count(
             MESSAGES.c.room_id == room_id,
             _after(dialect, pos),
             MESSAGES.c.sender_id != user_id,
+            MESSAGES.c.kind == "text",
+            MESSAGES.c.deleted == false(),
         )
         .with_hint(MESSAGES, f"FORCE INDEX ({INDEX})", "mysql")
         .with_hint(MESSAGES, f"FORCE INDEX ({INDEX})", "mariadb")

@@ -28,16 +28,36 @@ class FrameError(Exception):
 
 
 def message_object(
-    msg_id: str, room: str, sender: str, body: str, sent_ms: int, client_msg_id: str
+    msg_id: str,
+    room: str,
+    sender: str,
+    body: str | None,
+    sent_ms: int,
+    client_msg_id: str,
+    *,
+    kind: str = "text",
+    edited_ms: int | None = None,
+    deleted: bool = False,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The message object of API.md, the same in history, search, acks and live frames:
+    ``kind`` (``text`` | ``notice``), ``edited_at`` (null or a timestamp), ``deleted`` (a
+    deleted message's ``body`` is null) and, for a notice only, ``notice``
+    (``{"event","username","by","name"}``; its ``body`` is null)."""
+    obj: dict[str, Any] = {
         "id": msg_id,
         "room": room,
         "sender": sender,
         "body": body,
         "sent_at": iso_ms(sent_ms),
         "client_msg_id": client_msg_id,
+        "kind": kind,
+        "edited_at": None if edited_ms is None else iso_ms(edited_ms),
+        "deleted": deleted,
     }
+    if kind == "notice":
+        obj["notice"] = notice
+    return obj
 
 
 @dataclass(frozen=True)
@@ -75,9 +95,23 @@ class ReadFrame:
     message_id: str
 
 
+@dataclass(frozen=True)
+class ChangeFrame:
+    """``edit`` (``body``: the new text) or ``delete`` of the message ``message_id``."""
+
+    kind: str  # edit | delete
+    client_msg_id: str
+    room: str
+    message_id: str
+    body: str | None
+    retry: bool
+
+
 MAX_PRESENCE_SUB = 500
 
-ClientFrame = AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame | ReadFrame
+ClientFrame = (
+    AuthFrame | SendFrame | TypingFrame | PingFrame | PresenceSubFrame | ReadFrame | ChangeFrame
+)
 
 
 def parse_frame(text: str | bytes) -> ClientFrame:
@@ -90,6 +124,8 @@ def parse_frame(text: str | bytes) -> ClientFrame:
     kind = data.get("type")
     if kind == "send":
         return _send(data)
+    if kind in ("edit", "delete"):
+        return _change(kind, data)
     if kind == "auth":
         token = data.get("token")
         if not isinstance(token, str) or not token:
@@ -116,23 +152,35 @@ def parse_frame(text: str | bytes) -> ClientFrame:
     raise FrameError("invalid_frame", f"unknown frame type {kind[:40]!r}")
 
 
-def _send(data: dict[str, Any]) -> SendFrame:
+def _client_msg_id(data: dict[str, Any]) -> str:
     cmid = data.get("client_msg_id")
     if not isinstance(cmid, str) or not (1 <= len(cmid) <= MAX_CLIENT_MSG_ID):
         raise FrameError("invalid_frame", "client_msg_id must be a string of 1-64 characters")
-    room, to, body = data.get("room"), data.get("to"), data.get("body")
-    if (room is None) == (to is None):
-        raise FrameError("invalid_frame", "send needs exactly one of 'room' or 'to'", cmid)
-    if room is not None and not isinstance(room, str):
-        raise FrameError("invalid_frame", "'room' must be a string", cmid)
-    if to is not None and not isinstance(to, str):
-        raise FrameError("invalid_frame", "'to' must be a string", cmid)
+    return cmid
+
+
+def _body(data: dict[str, Any], cmid: str) -> str:
+    """A message's text: 1..MAX_BODY characters, not only white space."""
+    body = data.get("body")
     if not isinstance(body, str):
         raise FrameError("invalid_frame", "'body' must be a string", cmid)
     if not body.strip():
         raise FrameError("empty_body", "the message is empty", cmid)
     if len(body) > MAX_BODY:
         raise FrameError("body_too_long", f"the message is over {MAX_BODY} characters", cmid)
+    return body
+
+
+def _send(data: dict[str, Any]) -> SendFrame:
+    cmid = _client_msg_id(data)
+    room, to = data.get("room"), data.get("to")
+    if (room is None) == (to is None):
+        raise FrameError("invalid_frame", "send needs exactly one of 'room' or 'to'", cmid)
+    if room is not None and not isinstance(room, str):
+        raise FrameError("invalid_frame", "'room' must be a string", cmid)
+    if to is not None and not isinstance(to, str):
+        raise FrameError("invalid_frame", "'to' must be a string", cmid)
+    body = _body(data, cmid)
     retry = data.get("retry", False)
     return SendFrame(
         client_msg_id=cmid,
@@ -140,6 +188,26 @@ def _send(data: dict[str, Any]) -> SendFrame:
         room=room,
         to=to.lower() if isinstance(to, str) else None,
         retry=retry is True,
+    )
+
+
+def _change(kind: str, data: dict[str, Any]) -> ChangeFrame:
+    """``edit`` {room, message_id, body, client_msg_id} / ``delete`` {room, message_id,
+    client_msg_id}; the body follows the rules of ``send``."""
+    cmid = _client_msg_id(data)
+    room, message_id = data.get("room"), data.get("message_id")
+    if not isinstance(room, str) or not room:
+        raise FrameError("invalid_frame", f"{kind} needs 'room' (a string)", cmid)
+    if not isinstance(message_id, str) or not message_id:
+        raise FrameError("invalid_frame", f"{kind} needs 'message_id' (a string)", cmid)
+    body = _body(data, cmid) if kind == "edit" else None
+    return ChangeFrame(
+        kind=kind,
+        client_msg_id=cmid,
+        room=room[:64],
+        message_id=message_id[:64],
+        body=body,
+        retry=data.get("retry", False) is True,
     )
 
 

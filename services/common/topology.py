@@ -56,6 +56,26 @@ def room_msg_key(room_id: str, shards: int) -> str:
     return f"room.{room_id}.msg.{shard_of(room_id, shards)}"
 
 
+def room_history_key(room_id: str) -> str:
+    """A history entry staged in the auth service's outbox (a notice): the relay appends the
+    shard of the configuration current when it publishes (``room_msg_key``)."""
+    return f"room.{room_id}.msg"
+
+
+def unsharded_room(routing_key: str) -> str | None:
+    """The room of a ``room_history_key``, else None."""
+    parts = routing_key.split(".")
+    if len(parts) == 3 and parts[0] == "room" and parts[2] == "msg" and parts[1] != "_sync":
+        return parts[1]
+    return None
+
+
+def is_history_entry_key(routing_key: str) -> bool:
+    """``room.<id>.msg.<shard>``: an entry for a room's history shard (mandatory, persistent)."""
+    parts = routing_key.split(".")
+    return len(parts) == 4 and parts[0] == "room" and parts[2] == "msg"
+
+
 def sync_key(shard: int) -> str:
     """A sync marker into one shard (``_sync`` is no room id: it is one word like one)."""
     return f"room._sync.msg.{shard}"

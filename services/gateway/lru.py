@@ -23,6 +23,9 @@ class LRU(Generic[K, V]):
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
     def add_new(self, key: K, value: V) -> bool:
         """Insert if absent; True if it was new."""
         if key in self._data:
@@ -58,6 +61,12 @@ class AckCache:
     def get(self, key: tuple[str, str]) -> dict[str, object] | None:
         hit = self._data.get(key)
         return None if hit is None else hit[0]
+
+    def replace(self, key: tuple[str, str], msg: dict[str, object]) -> None:
+        """Change a held ack in place (an edited or deleted message: a retried send is not
+        answered with the old text); nothing if it is not held."""
+        if key in self._data:
+            self.put(key, msg)
 
     def put(self, key: tuple[str, str], msg: dict[str, object]) -> None:
         old = self._data.pop(key, None)

@@ -501,7 +501,9 @@ class Membership:
                         "member_count": count,
                     },
                 )
-        elif any(old.get(k) != obj.get(k) for k in ("member_count", "name", "owner")):
+        elif any(
+            old.get(k) != obj.get(k) for k in ("member_count", "name", "owner", "who_can_add")
+        ):
             self._tell_local(room, {"type": "room", "event": "updated", "room": obj})
 
     # recovery ------------------------------------------------------------------------------

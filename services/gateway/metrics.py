@@ -6,6 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Gauge("chat_gateway_connections", "Open authenticated WebSocket connections")
 ACCEPTED = Counter("chat_gateway_messages_accepted_total", "Messages acked to their sender")
+CHANGES = Counter(
+    "chat_gateway_changes_accepted_total", "Edits and deletes acked to their author", ["kind"]
+)
 DELIVERED = Counter("chat_gateway_frames_delivered_total", "Message frames queued to sockets")
 ERRORS = Counter("chat_gateway_errors_total", "Error frames sent", ["code"])
 CLOSED = Counter("chat_gateway_closes_total", "Connections closed by the gateway", ["code"])

@@ -1,9 +1,11 @@
-"""The send path: a ``send`` frame to its ``ack`` (API.md "WebSocket", docs/PROTOCOL.md).
+"""The send path: a ``send`` frame to its ``ack`` (API.md "WebSocket", docs/PROTOCOL.md), and
+the same for ``edit`` and ``delete`` (changes.py decides what they store).
 
 A message's id is derived from (sender, client_msg_id), so a retry is the same message on any
-gateway. The ack comes once the broker has confirmed the persistent, mandatory publish (the
-history queue holds it). A retry of an acked send gets the same ack: from the ack cache, else
-(``retry: true``) from history once the writer has passed everything routed before it.
+gateway (a change's id likewise from its author and client_msg_id). The ack comes once the
+broker has confirmed the persistent, mandatory publish (the history queue holds it). A retry of
+an acked send gets the same ack: from the ack cache, else (``retry: true``) from history once
+the writer has passed everything routed before it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from services.common import topology
 from services.common.bus import Bus, PublishError
 from services.common.config import HistoryConfig
 from services.common.ids import message_id, now_ms
-from services.common.schema import ID_RE, FrameError, SendFrame, message_object
+from services.common.schema import ID_RE, ChangeFrame, FrameError, SendFrame, message_object
 from services.gateway import metrics
+from services.gateway.changes import Changes, change_key
 from services.gateway.connection import Connection
 from services.gateway.lru import AckCache
 from services.gateway.membership import Membership, room_key
@@ -51,10 +54,16 @@ class Sender:
         self.publisher = publisher
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         self.config = HistoryConfig(shards=1)  # the service keeps it current
+        self.changes: Changes | None = None  # edits and deletes (the service sets it)
 
-    async def handle(self, conn: Connection, frame: SendFrame) -> None:
+    async def handle(self, conn: Connection, frame: SendFrame | ChangeFrame) -> None:
+        """Answer a ``send``, ``edit`` or ``delete`` frame with its ack (or an error); a
+        resend of one that is in flight or was acked here gets the same answer."""
         started = time.perf_counter()
-        key = (conn.user_id, frame.client_msg_id)
+        if isinstance(frame, ChangeFrame):
+            key = change_key(conn.user_id, frame.client_msg_id)
+        else:
+            key = (conn.user_id, frame.client_msg_id)
         done = self.acked.get(key)
         if done is not None:
             conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": done})
@@ -89,16 +98,22 @@ class Sender:
             self.pending.pop(key, None)
         future.set_result(msg)
         self.acked.put(key, msg)
-        metrics.ACCEPTED.inc()
-        metrics.SEND_SECONDS.observe(time.perf_counter() - started)
+        if isinstance(frame, ChangeFrame):
+            metrics.CHANGES.labels(frame.kind).inc()
+        else:
+            metrics.ACCEPTED.inc()
+            metrics.SEND_SECONDS.observe(time.perf_counter() - started)
         conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": msg})
 
-    async def _accept(self, conn: Connection, frame: SendFrame) -> dict[str, Any]:
+    async def _accept(self, conn: Connection, frame: SendFrame | ChangeFrame) -> dict[str, Any]:
         cmid = frame.client_msg_id
         if not self.membership.may_act(conn.user_id):
             raise FrameError("unavailable", "reconnecting to the cluster; retry in a moment", cmid)
         if self.config.paused:  # python -m services reshard: history is changing its shards
             raise FrameError("unavailable", "history is being reorganised; retry shortly", cmid)
+        if isinstance(frame, ChangeFrame):
+            assert self.changes is not None
+            return await self.changes.accept(conn, frame)
         peer_id: str | None = None
         if frame.to is not None:
             room_id, peer_id = await self._direct_room(conn, frame.to)

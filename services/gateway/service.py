@@ -6,7 +6,8 @@ The parts:
 
 - ``membership``: which local users are in which rooms (events, re-reads, recovery);
 - ``bindings``: the gateway queue's bindings, reference-counted and pipelined;
-- ``sending``: a ``send`` frame to its ``ack``; ``sync``: the resume rule's markers;
+- ``sending``: a ``send`` frame to its ``ack`` (and an ``edit``/``delete``: ``changes``);
+  ``sync``: the resume rule's markers; ``recent``: what was delivered here lately;
 - ``presence`` (who is online across gateways) and ``fanout`` (who hears of it, batched);
 - ``connection``: one socket's bounded queue and rate limit.
 """
@@ -28,10 +29,11 @@ from services.common import config as cluster_config
 from services.common import readstate, topology
 from services.common.bus import Bus, Delivery, PublishError
 from services.common.config import HistoryConfig
-from services.common.ids import now_ms, parse_ms
+from services.common.ids import change_id, now_ms, parse_ms
 from services.common.revocations import load_revoked
 from services.common.schema import (
     AuthFrame,
+    ChangeFrame,
     FrameError,
     PingFrame,
     PresenceSubFrame,
@@ -44,12 +46,14 @@ from services.common.settings import Settings
 from services.common.tokens import AccessClaims, RevocationSet, TokenError, verify_access
 from services.gateway import metrics
 from services.gateway.bindings import Bindings
+from services.gateway.changes import Changes, change_key
 from services.gateway.connection import Connection
 from services.gateway.lru import LRU, AckCache
 from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
 from services.gateway.publisher import Publisher
 from services.gateway.reads import ReadSync
+from services.gateway.recent import CHANGED_MAX, EARLY_MAX, EARLY_WINDOW_MS, SEEN_MAX, Recent
 from services.gateway.sending import Sender, send_error
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
@@ -62,7 +66,6 @@ CLOSE_RATE = 4029
 CLOSE_RESTART = 1012
 CLOSE_TOO_BIG = 1009
 MAX_INFLIGHT = 64
-SEEN_MAX = 100_000  # message ids delivered live here (a retried message goes out once)
 
 
 def _error(code: str, message: str, status: int) -> JSONResponse:
@@ -103,15 +106,29 @@ class GatewayService:
         self.history = HistoryConfig(settings.history_shards)  # read from the database at start
         self.markers = SyncMarkers(bus, self.gw, lambda: self.history.shards)
         self.acked = AckCache(settings.ack_cache_bytes)
-        # message ids delivered here -> (room id, sent_ms): a retried message goes out once,
-        # and a `read` of a message just delivered needs no history lookup
-        self.seen: LRU[str, tuple[str, int]] = LRU(SEEN_MAX)
-        self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_message)
+        # message ids delivered here -> what is known of them (recent.py): a retried message
+        # goes out once, a `read` of a message just delivered needs no history lookup, and an
+        # edit of a message acked a moment ago is authorized before history stores it
+        self.seen: LRU[str, Recent] = LRU(SEEN_MAX)
+        self.changed: LRU[str, bool] = LRU(CHANGED_MAX)  # change ids delivered here (once each)
+        # recent messages changed before they were delivered here (another gateway's change
+        # overtook the message's own live copy): delivered as changed when they come
+        self.early: LRU[str, dict[str, Any]] = LRU(EARLY_MAX)
+        self.publisher = Publisher(bus, lambda: self.history.shards, self._deliver_entry)
         self.sender = Sender(
             bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
         )
+        self.sender.changes = Changes(
+            self.gw,
+            self.store,
+            self.membership,
+            self.markers,
+            self.publisher,
+            self.seen.get,
+            lambda: self.history.shards,
+        )
         self.reads = ReadSync(
-            bus, self.gw, self.store, self.membership, self.seen.get, self.presence.gateways_of
+            bus, self.gw, self.store, self.membership, self._position, self.presence.gateways_of
         )
         self.draining = False
         self._recovering: asyncio.Task[None] | None = None
@@ -399,7 +416,7 @@ class GatewayService:
             except FrameError as exc:
                 send_error(conn, exc.code, exc.message, exc.client_msg_id)
                 continue
-            if isinstance(frame, SendFrame):
+            if isinstance(frame, SendFrame | ChangeFrame):
                 if len(conn.inflight) >= MAX_INFLIGHT:
                     send_error(
                         conn, "rate_limited", "too many unacknowledged sends", frame.client_msg_id
@@ -455,10 +472,10 @@ class GatewayService:
                 return
             kind = event.get("type")
             if kind == "live":  # another gateway's messages (history has them already)
-                for message_event in event["messages"]:
-                    self._deliver_message(message_event)
-            elif kind == "message":
-                self._deliver_message(event)
+                for entry in event["messages"]:
+                    self._deliver_entry(entry)
+            elif kind in ("message", "edit", "delete"):
+                self._deliver_entry(event)
             elif kind == "typing":
                 self._deliver_typing(event)
             elif kind == "room":
@@ -478,13 +495,34 @@ class GatewayService:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring malformed event on %s", d.routing_key)
 
+    def _position(self, message_id: str) -> tuple[str, int] | None:
+        """(room id, sent_ms) of a message delivered here lately (reads.py)."""
+        rec = self.seen.get(message_id)
+        return None if rec is None else (rec.room, rec.sent_ms)
+
+    def _deliver_entry(self, event: dict[str, Any]) -> None:
+        """A history entry accepted here (once confirmed) or by another gateway: a message,
+        or an edit or a delete of one."""
+        if event.get("type") in ("edit", "delete"):
+            self._deliver_change(event)
+        else:
+            self._deliver_message(event)
+
     def _deliver_message(self, event: dict[str, Any]) -> None:
         msg = event["message"]
         sent = event.get("sent_ms")
         if not isinstance(sent, int):
             sent = parse_ms(msg["sent_at"])
-        if not self.seen.add_new(msg["id"], (msg["room"], sent)):
+        if msg["id"] in self.seen:
             return  # a retried or doubly routed message: each socket gets it once
+        rec = Recent.of(event, sent)
+        self.seen.put(msg["id"], rec)
+        later = self.early.pop(msg["id"])
+        if later is not None:  # its change came first: never show the older text after it
+            msg = later
+            rec.deleted = bool(later.get("deleted"))
+            if isinstance(later.get("edited_at"), str):
+                rec.edited_ms = parse_ms(later["edited_at"])
         self.acked.put((event["sender_id"], msg["client_msg_id"]), msg)
         room = self.membership.rooms.get(msg["room"])
         if room is None:
@@ -494,6 +532,40 @@ class GatewayService:
         origin = event.get("origin") or {}
         skip = origin.get("conn") if origin.get("gw") == self.gw else None
         text = orjson.dumps({"type": "message", "message": msg}).decode()
+        n = 0
+        for c in self.membership.recipients(room.id):
+            if c.id != skip:
+                c.send_text(text)
+                n += 1
+        if n:
+            metrics.DELIVERED.inc(n)
+
+    def _deliver_change(self, event: dict[str, Any]) -> None:
+        """``message_changed`` to the room's members here (but the author's connection that
+        sent it: it has the ack), once per change; what is remembered of the message and of
+        its ack follows the change (a retried send is not answered with a deleted body)."""
+        msg = event["message"]
+        actor, cmid = str(event["actor_id"]), str(event["client_msg_id"])
+        if not self.changed.add_new(change_id(actor, cmid), True):
+            return
+        self.acked.put(change_key(actor, cmid), msg)
+        rec = self.seen.get(msg["id"])
+        if rec is not None:
+            rec.deleted = bool(msg.get("deleted"))
+            edited = msg.get("edited_at")
+            if isinstance(edited, str):
+                rec.edited_ms = parse_ms(edited)
+        elif parse_ms(msg["sent_at"]) > now_ms() - EARLY_WINDOW_MS:
+            self.early.put(msg["id"], msg)  # a recent message not seen here yet
+        sender_id = event.get("sender_id")
+        if isinstance(sender_id, str):
+            self.acked.replace((sender_id, str(msg["client_msg_id"])), msg)
+        room = self.membership.rooms.get(msg["room"])
+        if room is None:
+            return
+        origin = event.get("origin") or {}
+        skip = origin.get("conn") if origin.get("gw") == self.gw else None
+        text = orjson.dumps({"type": "message_changed", "message": msg}).decode()
         n = 0
         for c in self.membership.recipients(room.id):
             if c.id != skip:

@@ -18,9 +18,10 @@ from services.common.directory import (
     room_ids_of_user,
     room_objects,
 )
-from services.common.models import Message, User
+from services.common.models import User
 from services.common.readstate import Position
-from services.common.schema import message_object
+from services.history import queries
+from services.history import store as history_store
 
 Snapshot = tuple[int, list[str]]  # (membership_seq, room ids)
 
@@ -78,13 +79,21 @@ class GatewayStore:
             return moved
 
     def stored_message(self, mid: str, user_id: str) -> dict[str, Any] | None:
-        with Session(self.engine) as session:
-            row = session.get(Message, mid)
-            if row is None or row.sender_id != user_id:
-                return None
-            return message_object(
-                row.id, row.room_id, row.sender, row.body, row.sent_ms, row.client_msg_id
-            )
+        """The user's message ``mid`` as history shows it now (a retried send), or None."""
+        target = queries.message_target(self.engine, mid)
+        if target is None or target.sender_id != user_id:
+            return None
+        return target.message
+
+    def change_target(self, room_id: str, message_id: str) -> queries.Target | None:
+        """The stored message of that room an edit or a delete names (None: not stored)."""
+        return queries.change_target(self.engine, room_id, message_id)
+
+    def changed_message(self, actor_id: str, client_msg_id: str) -> dict[str, Any] | None:
+        """A retried edit or delete: if history has recorded the change, the message it
+        changed as history shows it now; else None."""
+        record = history_store.change_status(self.engine, actor_id, client_msg_id)
+        return None if record is None else queries.stored_message(self.engine, record.message_id)
 
     def direct_room(
         self, user_id: str, username: str

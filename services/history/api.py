@@ -1,9 +1,20 @@
-"""``GET /api/history/{room_id}`` (API.md, "History").
+"""``GET /api/history/{room_id}`` and ``GET /api/search`` (API.md, "History").
 
-Query: ``before=<message id>`` or ``after=<message id>`` (not both), ``limit`` 1..200 (default
-50). Answer: ``{"messages":[message], "has_more": bool}``, oldest first, ordered by
-(``sent_at``, ``id``). ``has_more`` says whether more messages lie beyond the page in the
-direction of travel: older ones for ``before`` and for no cursor, newer ones for ``after``.
+History query: ``before=<message id>``, ``after=<message id>`` or ``around=<message id>`` (at
+most one), ``limit`` 1..200 (default 50). Answer: ``{"messages":[message], "has_more": bool}``,
+oldest first, ordered by (``sent_at``, ``id``). ``has_more`` says whether more messages lie
+beyond the page in the direction of travel: older ones for ``before`` and for no cursor, newer
+ones for ``after``. ``around``: the page centred on that message (``(limit - 1) // 2`` older
+ones, the message, the rest newer; a short side gives its room to the other), ``has_more`` for
+older messages before it and ``has_more_after`` for newer ones after it.
+
+Search query (services/history/search.py): ``q`` (1..200 characters with at least one word,
+at most 10 words), ``room=<id>`` (optional: only that room), ``before=<message id>`` (the last
+result of the previous page), ``limit`` 1..50 (default 20). Answer: ``{"messages":[message],
+"has_more": bool}``, newest first. Errors: 422 ``invalid_request`` (``q`` missing, empty, too
+long or without a word; a malformed ``room``, ``before`` or ``limit``); 404 ``room_not_found``
+(``room`` is not one of the caller's rooms: as for history, no existence leak); 404
+``message_not_found`` (``before`` is not a message of the rooms searched).
 
 Errors (``{"error":{"code","message"}}``):
 
@@ -36,7 +47,9 @@ from starlette.routing import Route
 
 from services.common.settings import Settings
 from services.common.tokens import AccessClaims, RevocationSet, TokenError, verify_access
-from services.history.queries import CursorNotFound, NotMember, fetch_page
+from services.history import search as searching
+from services.history.queries import CursorNotFound, NotMember, fetch_around, fetch_page
+from services.history.searchtext import QueryError, parse_query
 
 log = logging.getLogger("chat.history.api")
 
@@ -100,6 +113,14 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
+def parse_search_limit(raw: str | None) -> int:
+    if raw is None:
+        return searching.LIMIT_DEFAULT
+    if not _LIMIT_RE.fullmatch(raw) or not 1 <= int(raw) <= searching.LIMIT_MAX:
+        raise _invalid(f"limit must be an integer from 1 to {searching.LIMIT_MAX}")
+    return int(raw)
+
+
 def parse_cursor(name: str, raw: str | None) -> str | None:
     if raw is None:
         return None
@@ -115,7 +136,8 @@ class HistoryAPI:
         self.revoked = revoked
         # every method reaches the endpoint, so a wrong one gets a JSON 405 in any host app
         self.routes = [
-            Route("/api/history/{room_id}", self.get_history, methods=_METHODS, name="history")
+            Route("/api/history/{room_id}", self.get_history, methods=_METHODS, name="history"),
+            Route("/api/search", self.get_search, methods=_METHODS, name="search"),
         ]
 
     def authenticate(self, request: Request) -> AccessClaims:
@@ -144,21 +166,27 @@ class HistoryAPI:
             claims = self.authenticate(request)
             before = parse_cursor("before", _one(request, "before"))
             after = parse_cursor("after", _one(request, "after"))
+            around = parse_cursor("around", _one(request, "around"))
             limit = parse_limit(_one(request, "limit"))
-            if before is not None and after is not None:
-                raise _invalid("give before or after, not both")
+            if sum(c is not None for c in (before, after, around)) > 1:
+                raise _invalid("give one of before, after and around")
             room_id = request.path_params["room_id"]
             if not 0 < len(room_id) <= _ROOM_MAX:
                 raise NotMember(room_id)
-            page = await asyncio.to_thread(
-                fetch_page,
-                self.engine,
-                claims.user_id,
-                room_id,
-                before=before,
-                after=after,
-                limit=limit,
-            )
+            if around is not None:
+                page = await asyncio.to_thread(
+                    fetch_around, self.engine, claims.user_id, room_id, around, limit
+                )
+            else:
+                page = await asyncio.to_thread(
+                    fetch_page,
+                    self.engine,
+                    claims.user_id,
+                    room_id,
+                    before=before,
+                    after=after,
+                    limit=limit,
+                )
         except APIError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         except NotMember:
@@ -169,5 +197,47 @@ class HistoryAPI:
             log.warning("history read failed: %s", str(exc).splitlines()[0][:200])
             return error_response(
                 503, "unavailable", "history is unavailable, try again", {"Retry-After": "1"}
+            )
+        answer: dict[str, Any] = {"messages": page.messages, "has_more": page.has_more}
+        if page.has_more_after is not None:
+            answer["has_more_after"] = page.has_more_after
+        return json_response(answer)
+
+    async def get_search(self, request: Request) -> Response:
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise APIError(405, "method_not_allowed", "use GET", {"Allow": "GET, HEAD"})
+            claims = self.authenticate(request)
+            q = _one(request, "q")
+            if q is None:
+                raise _invalid("q is required")
+            try:
+                terms = parse_query(q)
+            except QueryError as exc:
+                raise _invalid(str(exc)) from None
+            room = _one(request, "room")
+            if room is not None and not (_CURSOR_RE.fullmatch(room) and len(room) <= _ROOM_MAX):
+                raise _invalid("room must be a room id")
+            before = parse_cursor("before", _one(request, "before"))
+            limit = parse_search_limit(_one(request, "limit"))
+            page = await asyncio.to_thread(
+                searching.search,
+                self.engine,
+                claims.user_id,
+                terms,
+                room=room,
+                before=before,
+                limit=limit,
+            )
+        except APIError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        except NotMember:
+            return error_response(404, "room_not_found", "no such room")
+        except CursorNotFound:
+            return error_response(404, "message_not_found", "no such message in these rooms")
+        except SQLAlchemyError as exc:
+            log.warning("search failed: %s", str(exc).splitlines()[0][:200])
+            return error_response(
+                503, "unavailable", "search is unavailable, try again", {"Retry-After": "1"}
             )
         return json_response({"messages": page.messages, "has_more": page.has_more})

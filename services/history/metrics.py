@@ -38,3 +38,13 @@ REDELIVERED = Counter(
     "chat_history_redelivered_total", "Deliveries flagged as redelivered by the broker"
 )
 MARKERS = Counter("chat_history_markers_total", "Sync markers answered with a synced event")
+CHANGES = Counter(
+    "chat_history_changes_total",
+    "Edits and deletes received, by kind and outcome (applied, pending: its message not stored "
+    "yet, refused, moot: already deleted, duplicate: a redelivery or retry, changed nothing)",
+    ["kind", "status"],
+)
+PENDING_APPLIED = Counter(
+    "chat_history_pending_changes_applied_total",
+    "Edits and deletes that arrived before their message, applied when it was stored",
+)

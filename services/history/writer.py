@@ -2,22 +2,25 @@
 
 One loop, one batch at a time, in delivery order:
 
-1. collect deliveries until the batch holds ``history_batch_size`` rows, its deadline passes
+1. collect deliveries until the batch holds ``history_batch_size`` entries, its deadline passes
    (``history_batch_ms`` after its first delivery) or a sync marker arrives. A delivery is one
-   message, or a gateway's batch of messages (``{"type":"batch"}``: what it accepted for this
-   shard in one turn of its loop);
+   message, edit or delete, or a gateway's batch of them (``{"type":"batch"}``: what it
+   accepted for this shard in one turn of its loop);
 2. decode them; a delivery that can never be written (not JSON, missing or invalid fields) is
    dead-lettered; an entry of a batch that can never be written is dead-lettered alone
    (published to ``chat.dead``) and the rest of its batch is written;
-3. write every message row in ONE transaction (one idempotent multi-row INSERT, then the rooms'
-   ``last_activity_ms``) in a worker thread; with several shards in one process, their
+3. write every entry in ONE transaction (one idempotent multi-row INSERT of the messages and
+   their search documents, the edits and deletes in order, then the rooms'
+   ``last_activity_ms``: store.py) in a worker thread; with several shards in one process, their
    batches ready at the same moment share that transaction (``GroupCommit``). A database fault
    (connection lost, timeout, deadlock...) keeps the whole batch unacked: back off
    (exponential, capped) and retry the same batch until it commits; nothing is dropped and
    nothing is requeued in a loop. A data error (a row the database rejects) switches the batch
    to row-by-row to find the culprit, which is dead-lettered while the others are written;
 4. only after the commit: ack every delivery, and answer every marker with
-   ``events.synced(gw, marker)``: every message delivered before it is committed by then.
+   ``events.synced(gw, marker)``: every entry delivered before it is committed by then (in the
+   all-in-one mode the in-process bus confirms a publish only on that ack, so an edit or a
+   delete is on disk when the gateway answers it, like a message).
 
 The queue is quorum with ``x-single-active-consumer``: one writer at a time consumes a shard
 (``shards.py`` shares the shards among writer processes), so per-room order and the markers stay
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -43,7 +47,7 @@ from services.common import events, topology
 from services.common.bus import Bus, Delivery, PublishError
 from services.common.settings import Settings
 from services.history import metrics, store
-from services.history.wire import Batch, Invalid, Marker, Row, decode
+from services.history.wire import Batch, Change, Entry, Invalid, Marker, Row, decode
 
 log = logging.getLogger("chat.history.writer")
 
@@ -53,7 +57,7 @@ SUSPECT_DELIVERY_COUNT = 2  # came back this many times: write it alone
 @dataclass
 class _Entry:
     delivery: Delivery
-    rows: list[Row]  # what it carries to write (one message, or a gateway's batch)
+    rows: list[Entry]  # what it carries to write (one entry, or a gateway's batch), in order
     marker: Marker | None = None
     invalid: Invalid | None = None  # the delivery as a whole can never be written
     poison: list[tuple[str, str, bytes]] | None = None  # (reason, detail, bytes) of batch entries
@@ -61,7 +65,7 @@ class _Entry:
     @classmethod
     def of(cls, delivery: Delivery) -> _Entry:
         item = decode(delivery.body, delivery.routing_key)
-        if isinstance(item, Row):
+        if isinstance(item, Row | Change):
             return cls(delivery, [item])
         if isinstance(item, Batch):
             poison = [(i.reason, i.detail, raw) for i, raw in item.invalid]
@@ -71,7 +75,7 @@ class _Entry:
         return cls(delivery, [], invalid=item)
 
 
-Write = Callable[[list[Row]], Awaitable[store.Written]]
+Write = Callable[[list[Entry]], Awaitable[store.Written]]
 
 
 class GroupCommit:
@@ -84,10 +88,10 @@ class GroupCommit:
     def __init__(self, engine: Engine, max_rows: int = 2000) -> None:
         self.engine = engine
         self.max_rows = max_rows
-        self._waiting: list[tuple[list[Row], asyncio.Future[store.Written]]] = []
+        self._waiting: list[tuple[list[Entry], asyncio.Future[store.Written]]] = []
         self._running = False
 
-    async def write(self, rows: list[Row]) -> store.Written:
+    async def write(self, rows: list[Entry]) -> store.Written:
         future: asyncio.Future[store.Written] = asyncio.get_running_loop().create_future()
         self._waiting.append((rows, future))
         if not self._running:
@@ -98,7 +102,7 @@ class GroupCommit:
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                take: list[tuple[list[Row], asyncio.Future[store.Written]]] = []
+                take: list[tuple[list[Entry], asyncio.Future[store.Written]]] = []
                 n = 0
                 while self._waiting and (not take or n + len(self._waiting[0][0]) <= self.max_rows):
                     rows, fut = self._waiting.pop(0)
@@ -114,12 +118,23 @@ class GroupCommit:
                             fut.exception()  # retrieved here; the waiter re-raises it
                     continue
                 new = {r.id for r in written.new}
+                pending_applied = written.pending_applied  # counted once, with the first
                 for rows, fut in take:
-                    mine = [r for r in rows if r.id in new]
+                    messages = [r for r in rows if isinstance(r, Row)]
+                    mine = [r for r in messages if r.id in new]
+                    ids = {r.id for r in rows if isinstance(r, Change)}
+                    changes = [(c, s) for c, s in written.changes if c.id in ids]
                     if not fut.done():
                         fut.set_result(
-                            store.Written(mine, len(rows) - len(mine), written.committed_ms)
+                            store.Written(
+                                mine,
+                                len(messages) - len(mine),
+                                written.committed_ms,
+                                changes,
+                                pending_applied,
+                            )
                         )
+                    pending_applied = 0
         finally:
             self._running = False
 
@@ -246,7 +261,7 @@ class HistoryWriter:
 
     async def _process(self, batch: list[_Entry]) -> None:
         row_entries = [e for e in batch if e.rows]
-        rejected: dict[Row, str] = {}
+        rejected: dict[Entry, str] = {}
         if row_entries:
             suspect = any(e.delivery.delivery_count >= SUSPECT_DELIVERY_COUNT for e in row_entries)
             rejected = await self._commit(row_entries, one_by_one=suspect)
@@ -267,19 +282,17 @@ class HistoryWriter:
             for reason, detail, raw in entry.poison or []:  # entries of a batch: alone
                 await self._dead_letter_entry(entry.delivery, reason, detail, raw)
             for row, error in bad:
-                await self._dead_letter_entry(
-                    entry.delivery, "rejected", error, orjson.dumps({"row": row.values(0)})
-                )
+                await self._dead_letter_entry(entry.delivery, "rejected", error, _describe(row))
             last_ok = entry.delivery
         if last_ok is not None:
             # one frame acks the whole batch: every earlier delivery is settled by now (the
             # poison ones were nacked above) and later ones have higher delivery tags
             await last_ok.ack(multiple=True)
 
-    async def _write_alone(self, rows: list[Row]) -> store.Written:
+    async def _write_alone(self, rows: list[Entry]) -> store.Written:
         return await asyncio.to_thread(store.write_batch, self.engine, rows)
 
-    async def _commit(self, entries: list[_Entry], *, one_by_one: bool) -> dict[Row, str]:
+    async def _commit(self, entries: list[_Entry], *, one_by_one: bool) -> dict[Entry, str]:
         """Commit the entries' rows (retrying a database fault until it commits); the rows the
         database refused, with why."""
         rows = [r for e in entries for r in e.rows]
@@ -325,6 +338,10 @@ class HistoryWriter:
             metrics.DUPLICATES.inc(written.duplicates)
         for row in written.new:
             metrics.WRITE_LAG.observe(max(0, written.committed_ms - row.sent_ms) / 1000)
+        for change, status in written.changes:
+            metrics.CHANGES.labels(change.kind, status).inc()
+        if written.pending_applied:
+            metrics.PENDING_APPLIED.inc(written.pending_applied)
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.max_backoff, 0.05 * 2.0**attempt)
@@ -381,6 +398,13 @@ class HistoryWriter:
             except Exception as exc:
                 log.debug("backlog unavailable: %s", exc)
             await asyncio.sleep(self.backlog_interval)
+
+
+def _describe(entry: Entry) -> bytes:
+    """A rejected entry as the dead-letter queue keeps it."""
+    if isinstance(entry, Row):
+        return orjson.dumps({"row": entry.values(0)})
+    return orjson.dumps({"change": dataclasses.asdict(entry)})
 
 
 def _first(exc: BaseException) -> str:

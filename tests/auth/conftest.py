@@ -30,6 +30,8 @@ from services.auth import create_app
 from services.auth.extensions import db
 from services.auth.relay_thread import BackgroundRelay
 from services.auth.state import AuthState
+from services.common import topology
+from services.common.bus import Delivery
 from services.common.bus.memory import MemoryBus
 from services.common.db import make_engine
 from services.common.models import Base
@@ -181,6 +183,25 @@ class RecordingBus(MemoryBus):
         with self._lock:
             self.published.append((exchange, routing_key, orjson.loads(body)))
 
+    async def connect(self) -> None:
+        """Connected, with one history shard and a stand-in for its writer (it acks every
+        entry): notices, which the relay publishes persistent and mandatory, are confirmed."""
+        await super().connect()
+        await self.declare_history(1)
+        await self.consume(topology.history_queue(0), self._store, prefetch=100)
+
+    async def _store(self, delivery: Delivery) -> None:
+        await delivery.ack()
+
+    def notices(self) -> list[dict[str, Any]]:
+        """The notices relayed to history, in order (their message objects)."""
+        with self._lock:
+            return [
+                body["message"]
+                for _, key, body in self.published
+                if topology.is_history_entry_key(key) and body["message"].get("kind") == "notice"
+            ]
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             bodies = [body for _, _, body in self.published]
@@ -248,6 +269,14 @@ class Api:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return self.client.get(path, headers=headers, **kw)
+
+    def patch(self, path: str, body: Any = None, token: str | None = None, **kw: Any) -> Any:
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            kw["json"] = body
+        return self.client.patch(path, headers=headers, **kw)
 
     def delete(self, path: str, token: str | None = None, **kw: Any) -> Any:
         headers = kw.pop("headers", {})

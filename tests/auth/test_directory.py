@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.auth import directory
-from services.common.ids import new_id
+from services.common.ids import new_id, notice_id
 from services.common.models import Outbox, User
 from tests.auth.conftest import Database
 
@@ -31,6 +32,19 @@ def uid(session: Session, name: str) -> str:
 def staged(session: Session) -> list[tuple[str, dict[str, object]]]:
     rows = session.execute(select(Outbox.routing_key, Outbox.body).order_by(Outbox.id)).all()
     return [(key, orjson.loads(body)) for key, body in rows]
+
+
+def notice(room_id: str, item: tuple[str, dict[str, Any]]) -> tuple[str, ...]:
+    """A staged notice: (event, username, by, name), checked to be one for the room's history
+    (the relay picks the shard) with the id its version gives."""
+    key, body = item
+    assert key == f"room.{room_id}.msg" and body["type"] == "message", item
+    msg = body["message"]
+    assert msg["kind"] == "notice" and msg["body"] is None and msg["room"] == room_id
+    assert body["sender_id"] == room_id  # no user's send can take a notice's id
+    assert msg["id"] == notice_id(room_id, int(msg["client_msg_id"].split(":")[1]))
+    n = msg["notice"]
+    return (n["event"], n["username"], n["by"], n["name"])
 
 
 def test_get_or_create_direct_room(session: Session) -> None:
@@ -67,10 +81,13 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     session.commit()
     assert room["owner"] == "alice" and room["members"] == ["alice", "bob"]
     assert room["member_count"] == 2 and room["version"] == 1
-    assert [(b["event"], b["user_id"], b["seq"]) for _, b in staged(session)] == [
+    assert [(b["event"], b["user_id"], b["seq"]) for _, b in staged(session)[:2]] == [
         ("joined", alice, 1),
         ("joined", bob, 1),
     ]
+    # one notice for the creation, however many members
+    assert notice(room["id"], staged(session)[2]) == ("created", None, "alice", None)
+    assert len(staged(session)) == 3
     with pytest.raises(directory.UserNotFound) as err:
         directory.create_group(session, alice, "x", ["bob", "zed", "yan"])
     assert err.value.usernames == ["yan", "zed"]
@@ -80,7 +97,8 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     assert changed and after["members"] == ["alice", "bob", "carol"]
     assert after["member_count"] == 3 and after["version"] == 2
     # one event for carol, one on the room's key for everyone else: not one per member
-    assert staged(session)[2:] == [
+    assert notice(room["id"], staged(session)[5]) == ("joined", "carol", "bob", None)
+    assert staged(session)[3:5] == [
         (
             f"user.{carol}",
             {"type": "room", "event": "joined", "user_id": carol, "seq": 1, "room": after},
@@ -99,7 +117,7 @@ def test_group_changes_stage_their_events(session: Session) -> None:
         ),
     ]
     again, changed_again = directory.add_member(session, room["id"], bob, "carol")
-    assert (again, changed_again) == (after, False) and len(staged(session)) == 4
+    assert (again, changed_again) == (after, False) and len(staged(session)) == 6
     with pytest.raises(directory.NotAllowed):
         directory.remove_member(session, room["id"], bob, "carol")
     session.rollback()
@@ -109,7 +127,9 @@ def test_group_changes_stage_their_events(session: Session) -> None:
     session.commit()
     assert final["members"] == ["bob", "carol"] and final["owner"] == "bob"
     assert final["member_count"] == 2 and final["version"] == 4  # left, then a new owner
-    last = staged(session)[4:]
+    last = staged(session)[6:]
+    assert notice(room["id"], last[2]) == ("left", "alice", "alice", None)
+    del last[2]
     assert [(k, b["event"]) for k, b in last] == [
         (f"user.{alice}", "left"),
         (f"room.{room['id']}.member", "member_left"),
@@ -140,12 +160,12 @@ def test_a_group_past_the_contact_size_leaves_members_out(session: Session) -> N
     room = directory.create_group(session, alice, "all", names[:100])
     session.commit()
     assert room["member_count"] == 101 and "members" not in room
-    assert len(staged(session)) == 101
+    assert len(staged(session)) == 102  # a joined event per member, one notice
     assert max(len(orjson.dumps(b)) for _, b in staged(session)) < 400
     after, _ = directory.add_member(session, room["id"], alice, names[100])
     session.commit()
     assert after["member_count"] == 102 and "members" not in after
-    assert len(staged(session)) == 103
+    assert len(staged(session)) == 105
     with pytest.raises(directory.InvalidChange):
         directory.add_member(session, room["id"], alice, names[101], max_members=102)
     session.rollback()

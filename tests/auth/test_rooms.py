@@ -11,7 +11,17 @@ from sqlalchemy import func, select, update
 from services.common.models import Room
 from tests.auth.conftest import Api, Database, Relay, error_code, wait_for
 
-ROOM_KEYS = {"id", "kind", "name", "owner", "member_count", "members", "created_at", "version"}
+ROOM_KEYS = {
+    "id",
+    "kind",
+    "name",
+    "owner",
+    "member_count",
+    "members",
+    "created_at",
+    "version",
+    "who_can_add",
+}
 CALLER_KEYS = {"last_read", "unread", "muted"}  # the caller's own state, in answers to them
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -527,6 +527,103 @@ def test_team_day_online_list_unread_badges_and_the_new_messages_line(
             t.close()
 
 
+def test_fix_and_find_messages_screenshots(browser: Any, cluster_url: str) -> None:
+    """Issue 17 in pictures (docs/screenshots/): an edited and a deleted message with the
+    notices of a group (`edit-delete`), the menu of a message (`message-menu`), search
+    results (`search`) and the group settings (`group-settings`). The behaviour is tested in
+    test_messages_browser.py; here each picture is also checked for what it shows."""
+    expect = _expect()
+    alice = Tab(browser, cluster_url, viewport={"width": 1280, "height": 720})
+    bob, carol = Tab(browser, cluster_url), Tab(browser, cluster_url)
+    try:
+        tag = secrets.token_hex(2)
+        a_name, b_name, c_name = f"alice_{tag}", f"bob_{tag}", f"carol_{tag}"
+        for t, n in ((alice, a_name), (bob, b_name), (carol, c_name)):
+            t.register(n)
+        alice.page.fill("#new-group-name", "Release 2.4")
+        alice.page.fill("#new-group-members", b_name)
+        alice.page.click("#new-group-btn")
+        expect(alice.page.locator("#room-title")).to_have_text("Release 2.4")
+        room = alice.active_room()
+        alice.page.fill("#add-member-input", c_name)
+        alice.page.click("#add-member-btn")
+        bob.open_room(room)
+        carol.open_room(room)
+        alice.send("The release checklist: https://example.org/release/2.4")
+        bob.send("Deploy is at 14:00 on Thursday.")
+        carol.send("I pushed the wrong build, ignore the last link")
+        bob.send("Changelog is ready for review.")
+        alice.expect_bodies(
+            [
+                "The release checklist: https://example.org/release/2.4",
+                "Deploy is at 14:00 on Thursday.",
+                "I pushed the wrong build, ignore the last link",
+                "Changelog is ready for review.",
+            ]
+        )
+        # bob fixes a typo (the Up key), carol takes her message back
+        bob.page.click("#composer-input")
+        bob.page.press("#composer-input", "ArrowUp")
+        bob.page.fill(".msg-edit-input", "The changelog is ready for review.")
+        bob.page.press(".msg-edit-input", "Enter")
+        wrong = carol.page.locator("#messages [data-msg-id]").filter(has_text="wrong build")
+        wrong.hover()
+        wrong.locator("[data-menu]").click()
+        carol.page.click(".msg-menu [data-action=delete]")
+        carol.page.click("[data-action=confirm-delete]")
+        alice.page.click(f'[data-remove-member="{c_name}"]')
+        expect(alice.page.locator("#messages .msg-edited")).to_have_count(1)
+        expect(alice.page.locator("#messages [data-deleted]")).to_have_count(1)
+        expect(alice.page.locator("#messages [data-testid=notice] .notice-text")).to_have_text(
+            [
+                f"{a_name} created the group",
+                f"{a_name} added {c_name}",
+                f"{a_name} removed {c_name}",
+            ]
+        )
+        alice.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        alice.page.mouse.move(0, 0)
+        alice.shot("edit-delete")
+
+        own = alice.page.locator("#messages [data-msg-id]").filter(has_text="release checklist")
+        own.hover()
+        own.locator("[data-menu]").click()
+        expect(alice.page.locator(".msg-menu [data-action=edit]")).to_be_visible()
+        alice.shot("message-menu")
+        alice.page.keyboard.press("Escape")
+        expect(alice.page.locator(".msg-menu")).to_have_count(0)
+
+        alice.page.click("#settings-btn")
+        alice.page.select_option("#who-can-add", "owner")
+        alice.page.click("#settings-save")
+        expect(alice.page.locator("#settings-note")).to_have_text("Saved.")
+        expect(bob.page.locator("#add-member-note")).to_be_visible()
+        alice.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        alice.shot("group-settings")
+
+        deadline = time.monotonic() + WAIT_MS / 1000
+        results = alice.page.locator("#search-results li[data-result-id]")
+        while True:  # the history writer stores a message a moment after its ack
+            alice.page.fill("#search-input", "review")
+            alice.page.press("#search-input", "Enter")
+            try:
+                expect(results).to_have_count(1, timeout=2_000)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        expect(results.first.locator(".result-snippet")).to_have_text(
+            "The changelog is ready for review."
+        )
+        alice.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        alice.shot("search")
+        for t in (alice, bob, carol):
+            t.assert_clean()
+    finally:
+        for t in (alice, bob, carol):
+            t.close()
+
+
 def _kill(kill_gateway: Callable[..., Any], gateway_id: str | None) -> Any:
     """kill_gateway(gateway_id) if the fixture takes the id of the gateway to kill."""
     try:

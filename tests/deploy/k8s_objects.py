@@ -31,6 +31,7 @@ API_ROUTES = {
     "/api/users": "auth",
     "/api/rooms": "auth",
     "/api/history": "history",
+    "/api/search": "history",
     "/ws": "gateway",
     "/api/presence": "gateway",
     "/": "gateway",  # the static web client, served by the gateway in the scaled mode

@@ -24,6 +24,7 @@ from tests.support.client import (
     User,
     WsClient,
     direct_room,
+    is_text,
     register_and_login,
     wait_for,
 )
@@ -250,7 +251,7 @@ def test_removed_member_loses_read_and_write_at_once(scaled: Stack) -> None:
             problems.append(f"send after removal: {after}")
         await o.send_message("members only", room=room)
         try:
-            leaked = await mc.expect(lambda f: f["type"] == "message", timeout=1.5)
+            leaked = await mc.expect(is_text, timeout=1.5)
             problems.append(f"live message after removal: {leaked}")
         except AssertionError:
             pass

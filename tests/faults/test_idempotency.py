@@ -16,7 +16,7 @@ import pytest
 from services.common.ids import iso_ms
 from tests.faults.ledger import query_history
 from tests.support import services as svc
-from tests.support.client import Stack, WsClient, register_and_login, wait_for
+from tests.support.client import Stack, WsClient, is_text, register_and_login, wait_for
 from tools.cluster import Cluster
 
 ROUNDS = 30
@@ -78,12 +78,12 @@ def duplicates(scaled: Stack, cluster: Cluster) -> dict[str, Any]:
         live: dict[str, list[dict[str, Any]]] = {"bob": [], "carol": []}
         for name, client in (("bob", b), ("carol", c)):
             while len(live[name]) < ROUNDS:
-                f = await client.expect(lambda f: f["type"] == "message", timeout=10)
+                f = await client.expect(is_text, timeout=10)
                 live[name].append(f["message"])
         extra = []
         for client in (b, c):
             try:
-                extra.append(await client.expect(lambda f: f["type"] == "message", timeout=1.0))
+                extra.append(await client.expect(is_text, timeout=1.0))
             except AssertionError:
                 pass
         for client in (a0, a0b, a1, b, c):

@@ -15,6 +15,7 @@ from tests.support.client import (
     WsClient,
     direct_room,
     history,
+    is_text,
     register_and_login,
     uname,
     wait_for,
@@ -134,10 +135,10 @@ def test_retry_same_client_msg_id_is_one_message(stack: Stack) -> None:
         wait_for(lambda: history(stack, bob, room["id"]).json()["messages"], timeout=10)
         other = await a2.send_message("once", room=room["id"], cmid=cmid, retry=True)
         assert other["message"] == first["message"]  # the same ack on another gateway
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"]["id"] == first["message"]["id"]
         with pytest.raises(AssertionError):  # and never a second live copy
-            await b.expect(lambda f: f["type"] == "message", timeout=1.5)
+            await b.expect(is_text, timeout=1.5)
         for c in (a1, a2, b):
             await c.close()
         return first["message"]
@@ -165,12 +166,12 @@ def test_group_message_reaches_every_connection_once_across_gateways(stack: Stac
             expected = {m for j, m in enumerate(sent) if j != i or c is extra}
             got: list[str] = []
             while len(got) < len(expected):
-                f = await c.expect(lambda f: f["type"] == "message")
+                f = await c.expect(is_text)
                 got.append(f["message"]["id"])
             assert sorted(got) == sorted(expected), f"client {i}"
         for c in [*clients, extra]:
             with pytest.raises(AssertionError):
-                await c.expect(lambda f: f["type"] == "message", timeout=0.5)
+                await c.expect(is_text, timeout=0.5)
             await c.close()
 
     run(scenario())
@@ -209,7 +210,7 @@ def test_membership_changes_apply_live(stack: Stack) -> None:
         joined = await c.expect(lambda f: f["type"] == "room", timeout=2)
         assert joined["event"] == "joined" and joined["room"]["id"] == room["id"]
         ack = await o.send_message("welcome carol", room=room["id"])
-        got = await c.expect(lambda f: f["type"] == "message", timeout=2)
+        got = await c.expect(is_text, timeout=2)
         assert got["message"]["id"] == ack["message"]["id"]
         mine = await c.send_message("thanks", room=room["id"])
         assert mine["type"] == "ack"
@@ -223,7 +224,7 @@ def test_membership_changes_apply_live(stack: Stack) -> None:
         assert left["room"]["id"] == room["id"]
         await o.send_message("carol is gone", room=room["id"])
         with pytest.raises(AssertionError):
-            await c.expect(lambda f: f["type"] == "message", timeout=1.0)
+            await c.expect(is_text, timeout=1.0)
         denied = await c.send_message("let me back", room=room["id"])
         assert denied["type"] == "error" and denied["code"] == "not_a_member"
         await o.close()

@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from tests.support.client import Stack, WsClient, direct_room, history, register_and_login
+from tests.support.client import Stack, WsClient, direct_room, history, is_text, register_and_login
 from tools.cluster import Cluster
 
 
@@ -29,7 +29,7 @@ def test_kill_9_gateway_users_go_offline_and_clients_resume_without_gap(
         seen: list[str] = []
         for i in range(3):
             ack = await a.send_message(f"before {i}", room=room["id"])
-            got = await b.expect(lambda f: f["type"] == "message")
+            got = await b.expect(is_text)
             assert got["message"]["id"] == ack["message"]["id"]
             seen.append(got["message"]["id"])
         victim.signal(signal.SIGKILL)
@@ -50,7 +50,7 @@ def test_kill_9_gateway_users_go_offline_and_clients_resume_without_gap(
         r = history(scaled, bob, room["id"], after=seen[-1], limit=200)
         assert r.status_code == 200, r.text
         fetched = [m["id"] for m in r.json()["messages"]]
-        live = await b2.expect(lambda f: f["type"] == "message")
+        live = await b2.expect(is_text)
         merged = list(dict.fromkeys(seen + fetched + [live["message"]["id"]]))
         assert merged == seen + sent_while_away + [live_after["message"]["id"]]
         assert len(fetched) == len(set(fetched))
@@ -75,7 +75,7 @@ def test_sigterm_drains_and_closes_1012(scaled: Stack, cluster: Cluster) -> None
         ack = await a.send_message("last words", room=room["id"])
         extra.signal(signal.SIGTERM)
         assert await a.close_code(timeout=10) == 1012
-        got = await b.expect(lambda f: f["type"] == "message")
+        got = await b.expect(is_text)
         assert got["message"]["id"] == ack["message"]["id"]
         await b.close()
 
@@ -169,7 +169,7 @@ def test_slow_reader_does_not_slow_the_others(scaled: Stack) -> None:
             nonlocal got
             while True:
                 frame = await f.recv(timeout=30)
-                if frame["type"] == "message":
+                if is_text(frame):
                     got += 1
 
         reader = asyncio.create_task(read_fast())

@@ -4,12 +4,14 @@ RabbitMQ vhosts and MariaDB databases come from tests/support/services.py (tools
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, select
@@ -24,6 +26,22 @@ from services.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "history-tests-" + "s" * 40
+
+
+@contextlib.contextmanager
+def history_engine_for(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The engine of a ``svc.BACKENDS`` parameter: the SQLite fixture, or a migrated MariaDB
+    database of its own (with the history service's engine options)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_engine")
+        return
+    from services.history.store import history_engine
+
+    eng = history_engine(request.getfixturevalue("mysql_url"))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
 
 
 def migrate(url: str) -> None:
@@ -73,6 +91,51 @@ def wire(
         "origin": {"gw": "test-gw", "conn": "c1"},
     }
     return topology.room_msg_key(room_id, 1), orjson.dumps(doc), mid
+
+
+def message_doc(key_body: tuple[str, bytes, str]) -> dict[str, Any]:
+    """The entry of a ``wire(...)`` message (to put in a batch)."""
+    doc: dict[str, Any] = orjson.loads(key_body[1])
+    return doc
+
+
+def change_doc(
+    kind: str,
+    room_id: str,
+    message_id: str,
+    actor_id: str,
+    client_msg_id: str,
+    *,
+    body: str | None = None,
+    at_ms: int | None = None,
+) -> dict[str, Any]:
+    """An edit or delete entry as a gateway publishes it (events.edit_entry/delete_entry)."""
+    from services.common import events
+
+    at = now_ms() if at_ms is None else at_ms
+    msg = {
+        "id": message_id,
+        "room": room_id,
+        "sender": "alice",
+        "body": body,
+        "sent_at": iso_ms(at),
+        "client_msg_id": "x",
+        "kind": "text",
+        "edited_at": iso_ms(at) if kind == "edit" else None,
+        "deleted": kind == "delete",
+    }
+    make = events.edit_entry if kind == "edit" else events.delete_entry
+    return make(msg, actor_id, client_msg_id, at, {"gw": "test-gw", "conn": "c1"})
+
+
+def single(doc: dict[str, Any]) -> tuple[str, bytes]:
+    """(routing key, body) of one entry published alone on its room's key."""
+    return topology.room_msg_key(doc["message"]["room"], 1), orjson.dumps(doc)
+
+
+def batch(docs: list[dict[str, Any]], shard: int = 0) -> tuple[str, bytes]:
+    """(routing key, body) of a gateway's batch for one shard."""
+    return topology.history_batch_key(shard), orjson.dumps({"type": "batch", "messages": docs})
 
 
 def marker(marker_id: str, gw: str) -> tuple[str, bytes]:
@@ -130,7 +193,11 @@ def message_ids(engine: Engine) -> list[str]:
 
 
 def add_room(
-    engine: Engine, room_id: str, members: list[tuple[str, str]], kind: str = "group"
+    engine: Engine,
+    room_id: str,
+    members: list[tuple[str, str]],
+    kind: str = "group",
+    owner: str | None = None,
 ) -> None:
     """A room with members [(user_id, username)] (users created if missing)."""
     with engine.begin() as conn:
@@ -147,7 +214,7 @@ def add_room(
                 id=room_id,
                 kind=kind,
                 name="r",
-                owner_id=None,
+                owner_id=owner,
                 direct_key=None,
                 created_ms=0,
                 last_activity_ms=0,

@@ -82,6 +82,9 @@ async def test_message_object_and_order(client: httpx.AsyncClient, sqlite_engine
         "body": "m0",
         "sent_at": iso_ms(1_700_000_000_000),
         "client_msg_id": f"api-{ROOM}-0",
+        "kind": "text",
+        "edited_at": None,
+        "deleted": False,
     }
     assert first["sent_at"] == "2023-11-14T22:13:20.000Z"
 

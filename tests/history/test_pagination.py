@@ -150,3 +150,44 @@ async def test_pages_are_index_range_reads(client: httpx.AsyncClient, engine: En
                 status = dict(conn.execute(text("SHOW SESSION STATUS LIKE 'Handler_read%'")).all())
                 reads = sum(int(v) for k, v in status.items() if k != "Handler_read_key")
                 assert reads <= 60, (direction, status)
+
+
+async def test_around_a_message(client: httpx.AsyncClient, engine: Engine) -> None:
+    """``around=<id>``: the message in the middle of its page, older ones before it and newer
+    ones after, a short side giving its room to the other, one flag each way; the pages on
+    either side continue with ``before``/``after`` without a gap."""
+    expected = fill(engine, ROOM, 300, seed=5)
+    noise = fill(engine, NOISE, 100, seed=6)[0][1]
+    order = [mid for _, mid in expected]
+
+    async def around(i: int, limit: int) -> tuple[list[str], bool, bool]:
+        resp = await client.get(f"/api/history/{ROOM}?around={order[i]}&limit={limit}")
+        assert resp.status_code == 200, resp.text
+        doc = resp.json()
+        return [m["id"] for m in doc["messages"]], doc["has_more"], doc["has_more_after"]
+
+    assert await around(150, 11) == (order[145:156], True, True)
+    assert await around(150, 10) == (order[146:156], True, True)  # (10 - 1) // 2 older
+    assert await around(150, 1) == ([order[150]], True, True)
+    assert await around(0, 11) == (order[0:11], False, True)  # nothing older: all newer
+    assert await around(2, 11) == (order[0:11], False, True)
+    assert await around(299, 11) == (order[289:300], True, False)
+    assert await around(296, 11) == (order[289:300], True, False)
+    assert await around(150, 200) == (order[51:251], True, True)
+    ids, _, _ = await around(150, 11)  # the next pages on either side join exactly
+    older, _ = await page(client, f"before={ids[0]}&limit=5")
+    newer, _ = await page(client, f"after={ids[-1]}&limit=5")
+    assert [m["id"] for m in older] + ids + [m["id"] for m in newer] == order[140:161]
+    for query, status, code in (
+        (f"around={'m' + 'z' * 25}", 404, "message_not_found"),
+        (f"around={order[1]}&before={order[5]}", 422, "invalid_request"),
+        (f"around={order[1]}&after={order[5]}", 422, "invalid_request"),
+        ("around=", 422, "invalid_request"),
+    ):
+        resp = await client.get(f"/api/history/{ROOM}?{query}")
+        assert resp.status_code == status and resp.json()["error"]["code"] == code, query
+    # another room's message is not "around" in this one
+    resp = await client.get(f"/api/history/{ROOM}?around={noise}")
+    assert resp.status_code == 404
+    resp = await client.get(f"/api/history/{'r' + '9' * 25}?around={order[3]}")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "room_not_found"

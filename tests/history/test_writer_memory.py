@@ -56,7 +56,7 @@ class InsertCounter:
 
     def _seen(self, conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
-            self.inserts.append(statement.count("(?, ?, ?, ?, ?, ?, ?, ?)"))
+            self.inserts.append(statement.count("(?,"))  # one VALUES tuple a row
 
 
 async def test_batches_are_multi_row_inserts_and_bump_rooms(

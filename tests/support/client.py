@@ -93,6 +93,15 @@ def history(stack: Stack, user: User, room: str, **params: Any) -> httpx.Respons
         return http.get(stack.url(f"/api/history/{room}"), params=params, headers=user.headers)
 
 
+def is_text(frame: dict[str, Any]) -> bool:
+    """A ``message`` frame of a text message (not a notice of what happened in the room)."""
+    return frame.get("type") == "message" and frame["message"].get("kind", "text") == "text"
+
+
+def is_notice(frame: dict[str, Any]) -> bool:
+    return frame.get("type") == "message" and frame["message"].get("kind") == "notice"
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     last = None

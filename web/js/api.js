@@ -149,6 +149,9 @@ export class Api {
 
   setMuted(id, muted) { return this.call('PUT', `/api/rooms/${enc(id)}/mute`, { muted }); }
 
+  /** The owner renames a group and/or sets who may add members (`owner` | `members`). */
+  updateRoom(id, changes) { return this.call('PATCH', `/api/rooms/${enc(id)}`, changes); }
+
   removeMember(id, username) {
     return this.call('DELETE', `/api/rooms/${enc(id)}/members/${enc(username)}`);
   }
@@ -167,12 +170,23 @@ export class Api {
   }
 
   // ---- history
-  history(id, { before, after, limit } = {}) {
+  history(id, { before, after, around, limit } = {}) {
     const q = new URLSearchParams();
     if (before) q.set('before', before);
     if (after) q.set('after', after);
+    if (around) q.set('around', around);
     if (limit) q.set('limit', String(limit));
     const qs = q.toString();
     return this.call('GET', `/api/history/${enc(id)}${qs ? `?${qs}` : ''}`);
+  }
+
+  // ---- search
+  /** Messages with the words of `q`, newest first: {messages, has_more}. */
+  search(q, { room, before, limit } = {}) {
+    const p = new URLSearchParams({ q });
+    if (room) p.set('room', room);
+    if (before) p.set('before', before);
+    if (limit) p.set('limit', String(limit));
+    return this.call('GET', `/api/search?${p}`);
   }
 }

@@ -184,6 +184,7 @@ export function bindControls(app) {
       try {
         const room = await api.createGroup(name, members);
         store.upsertRoom(room, true);
+        app.settleNewRoom(room.id);
         app.refreshPresence(room.members || []);
         el['new-group-name'].value = '';
         el['new-group-members'].value = '';
@@ -214,7 +215,12 @@ export function bindControls(app) {
         ui.hideBanner();
         ui.invalidate('header');
       } catch (e) {
-        app.showError(e, { username });
+        const room = store.rooms.get(roomId);
+        app.showError(e, {
+          username,
+          forbidden: `Only the owner${room && room.owner ? ` (${room.owner})` : ''} can add members to this group.`,
+        });
+        if (e && e.status === 403) app.refetchRoom(roomId); // who_can_add changed: show it
       }
     });
   });
@@ -232,7 +238,7 @@ export function bindControls(app) {
         if (hasMemberList(store.rooms.get(roomId))) store.applyMemberEvent(roomId, username, false);
         ui.invalidate('header');
       } catch (e) {
-        app.showError(e, { username });
+        app.showError(e, { username, forbidden: 'Only the group’s owner can remove others.' });
       }
     });
   });
@@ -260,7 +266,112 @@ export function bindControls(app) {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       sendComposer();
+    } else if (ev.key === 'ArrowUp' && input.value === '' && !ev.isComposing
+      && !ev.shiftKey && !ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+      // Up in an empty composer: edit my last message (as in Slack)
+      const m = store.activeRoomId && store.lastEditable(store.activeRoomId);
+      if (m) {
+        ev.preventDefault();
+        startEdit(m);
+      }
     }
+  });
+
+  // ---- editing and deleting (the message's menu; sent like messages: js/outbox.js)
+  function findMessage(id) {
+    const s = store.activeRoomId && store.state.get(store.activeRoomId);
+    return (s && s.msgs.get(id)) || null;
+  }
+
+  function startEdit(m) {
+    const change = store.changeFor(m.id);
+    ui.editing = { id: m.id, draft: change && change.kind === 'edit' ? change.body : (m.body || '') };
+    ui.menuFor = null;
+    ui.confirmDelete = null;
+    ui.invalidate('messages');
+    queueMicrotask(() => {
+      const box = el.messages.querySelector(`.msg-edit-input[data-msg="${CSS.escape(m.id)}"]`);
+      if (!box) return;
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+      box.scrollIntoView({ block: 'nearest' });
+    });
+  }
+
+  function endEdit() {
+    ui.editing = null;
+    ui.invalidate('messages');
+    if (!mobile.matches) queueMicrotask(() => input.focus());
+  }
+
+  function saveEdit(id) {
+    const m = findMessage(id);
+    const draft = ui.editing && ui.editing.id === id ? ui.editing.draft : null;
+    if (!m || draft === null) return endEdit();
+    const current = (() => { const c = store.changeFor(id); return c && c.kind === 'edit' ? c.body : m.body; })();
+    if (draft === current) return endEdit(); // nothing changed
+    if (draft.trim() === '') {
+      ui.showBanner('The message is empty. Use Delete to remove it.');
+      return undefined;
+    }
+    if (codePoints(draft) > MAX_BODY) {
+      ui.showBanner(errorText('body_too_long'));
+      return undefined;
+    }
+    const c = store.addChange('edit', m.room, m.id, draft);
+    outbox.transmitChange(c); // offline: it waits and goes out after the next `ready`
+    return endEdit();
+  }
+
+  function deleteMessage(id) {
+    const m = findMessage(id);
+    ui.confirmDelete = null;
+    if (!m || m.deleted) {
+      ui.invalidate('messages');
+      return;
+    }
+    if (ui.editing && ui.editing.id === id) ui.editing = null;
+    const c = store.addChange('delete', m.room, m.id);
+    outbox.transmitChange(c);
+    ui.invalidate('messages', 'rooms');
+  }
+
+  el.messages.addEventListener('input', (ev) => {
+    const box = ev.target.closest('.msg-edit-input');
+    if (box && ui.editing && ui.editing.id === box.dataset.msg) ui.editing.draft = box.value;
+  });
+
+  el.messages.addEventListener('keydown', (ev) => {
+    const box = ev.target.closest('.msg-edit-input');
+    if (box) {
+      if (ev.key === 'Escape') {
+        ev.preventDefault();
+        endEdit();
+      } else if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        if (ui.editing) ui.editing.draft = box.value;
+        saveEdit(box.dataset.msg);
+      }
+      return;
+    }
+    if (ev.key === 'Escape' && (ui.menuFor || ui.confirmDelete)) {
+      const id = ui.menuFor || ui.confirmDelete;
+      ui.menuFor = null;
+      ui.confirmDelete = null;
+      ui.invalidate('messages');
+      queueMicrotask(() => {
+        const b = el.messages.querySelector(`[data-menu="${CSS.escape(id)}"]`);
+        if (b) b.focus();
+      });
+    }
+  });
+
+  // a click anywhere else closes an open menu
+  document.addEventListener('click', (ev) => {
+    if (!ui.menuFor) return;
+    if (ev.target.closest && ev.target.closest('.msg-menu, [data-menu]')) return;
+    ui.menuFor = null;
+    ui.invalidate('messages');
   });
   input.addEventListener('input', () => {
     autoGrow(input);
@@ -275,6 +386,43 @@ export function bindControls(app) {
   });
 
   el.messages.addEventListener('click', (ev) => {
+    const menu = ev.target.closest('[data-menu]');
+    const action = ev.target.closest('[data-action]');
+    if (menu) {
+      const id = menu.dataset.menu;
+      ui.menuFor = ui.menuFor === id ? null : id;
+      ui.confirmDelete = null;
+      ui.invalidate('messages');
+      if (ui.menuFor) {
+        queueMicrotask(() => {
+          const first = el.messages.querySelector('.msg-menu [role=menuitem]');
+          if (first) first.focus();
+        });
+      }
+      return;
+    }
+    if (action) {
+      const id = action.dataset.msg;
+      const m = findMessage(id);
+      ui.menuFor = null;
+      switch (action.dataset.action) {
+        case 'edit': if (m) startEdit(m); break;
+        case 'delete':
+          ui.confirmDelete = id;
+          queueMicrotask(() => {
+            const b = el.messages.querySelector('[data-action="confirm-delete"]');
+            if (b) b.focus();
+          });
+          break;
+        case 'confirm-delete': deleteMessage(id); break;
+        case 'cancel-delete': ui.confirmDelete = null; break;
+        case 'save-edit': saveEdit(id); break;
+        case 'cancel-edit': endEdit(); break;
+        default: break;
+      }
+      ui.invalidate('messages');
+      return;
+    }
     const retry = ev.target.closest('[data-retry]');
     const discard = ev.target.closest('[data-discard]');
     if (retry) outbox.retry(retry.dataset.retry);
@@ -283,8 +431,13 @@ export function bindControls(app) {
     ui.invalidate('messages');
   });
 
+  el['jump-newest'].addEventListener('click', () => {
+    if (el['jump-newest'].dataset.present && store.activeRoomId) app.jumpToPresent(store.activeRoomId);
+  });
+
   el.messages.addEventListener('scroll', () => {
     if (ui.nearTop()) app.maybeLoadOlder();
+    app.maybeLoadNewer();
     app.maybeMarkRead(); // scrolled down to the newest messages
   }, { passive: true });
 
@@ -303,6 +456,7 @@ export function bindControls(app) {
       ui.showBanner(errorText('body_too_long'));
       return;
     }
+    if (store.rs(roomId).hasNewer) app.jumpToPresent(roomId); // my message goes at the end
     const p = store.addPending(roomId, body);
     input.value = '';
     autoGrow(input);
@@ -312,6 +466,112 @@ export function bindControls(app) {
     ui.scrollToBottom();
     ui.invalidate('messages', 'rooms', 'composer');
   }
+
+  // ---- search (GET /api/search): results newest first, paged by `before`
+  const SEARCH_PAGE = 20;
+  let search = null; // {q, room, results, hasMore, busy, note, seq}
+  let searchMsgSeq = 0;
+  async function runSearch(more) {
+    if (!search) return;
+    const seq = more ? search.seq : ++searchMsgSeq;
+    search.seq = seq;
+    search.busy = true;
+    ui.renderSearch(search);
+    const last = more ? search.results[search.results.length - 1] : null;
+    try {
+      const data = await api.search(search.q, {
+        room: search.room || undefined, before: last ? last.id : undefined, limit: SEARCH_PAGE,
+      });
+      if (!search || search.seq !== seq) return; // a newer search meanwhile
+      const got = ((data && data.messages) || []).filter((m) => m && typeof m.id === 'string');
+      const seen = new Set(search.results.map((m) => m.id));
+      search.results = [...search.results, ...got.filter((m) => !seen.has(m.id))];
+      search.hasMore = Boolean(data && data.has_more);
+      search.note = '';
+    } catch (e) {
+      if (!search || search.seq !== seq) return;
+      search.hasMore = false;
+      if (e && e.status === 404 && e.code !== 'room_not_found' && e.code !== 'message_not_found') {
+        search.note = 'Search is not available on this server.';
+      } else if (e && e.status === 422) {
+        search.note = 'Type a word to search for (at most 10 words).';
+      } else if (e && e.status === 429) {
+        search.note = 'Too many searches. Wait a moment.';
+      } else {
+        search.note = e && e.text ? e.text() : 'The search did not work. Try again.';
+      }
+    } finally {
+      if (search && search.seq === seq) {
+        search.busy = false;
+        ui.renderSearch(search);
+      }
+    }
+  }
+
+  function closeSearch() {
+    search = null;
+    searchMsgSeq += 1;
+    ui.renderSearch(null);
+  }
+
+  el['search-form'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const q = el['search-input'].value.trim();
+    if (!q) {
+      closeSearch();
+      return;
+    }
+    const room = el['search-room-only'].checked ? store.activeRoomId : null;
+    search = { q, room, results: [], hasMore: false, busy: false, note: '', seq: 0 };
+    runSearch(false);
+  });
+  el['search-input'].addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') closeSearch();
+  });
+  el['search-close'].addEventListener('click', () => closeSearch());
+  el['search-more'].addEventListener('click', () => runSearch(true));
+  el['search-results'].addEventListener('click', (ev) => {
+    const b = ev.target.closest('[data-open]');
+    if (!b) return;
+    if (mobile.matches) closeSearch(); // the results cover the conversation on a phone
+    app.openAt(b.dataset.room, b.dataset.open);
+  });
+
+  // ---- group settings (the owner): rename, who may add members
+  el['settings-btn'].addEventListener('click', () => {
+    ui.showSettings(el['group-settings'].hidden);
+  });
+  el['group-settings'].addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const roomId = store.activeRoomId;
+    const room = roomId && store.rooms.get(roomId);
+    if (!room || !ui.isOwner(room)) return;
+    const name = el['group-name-input'].value.trim();
+    const who = el['who-can-add'].value;
+    const changes = {};
+    if (name && name !== room.name) changes.name = name;
+    if (who !== (room.who_can_add || 'members')) changes.who_can_add = who;
+    if (!name) {
+      ui.showBanner('Give the group a name.');
+      return;
+    }
+    if (!Object.keys(changes).length) {
+      el['settings-note'].textContent = 'Nothing to change.';
+      return;
+    }
+    busy(el['settings-save'], async () => {
+      try {
+        const updated = await api.updateRoom(roomId, changes);
+        if (updated && updated.id && store.rooms.has(updated.id)) store.upsertRoom(updated);
+        ui.settingsSig = null;
+        ui.invalidate('rooms', 'header');
+        queueMicrotask(() => { el['settings-note'].textContent = 'Saved.'; });
+      } catch (e) {
+        app.showError(e, { forbidden: 'Only the group’s owner can change its settings.', useServerMessage: true });
+        if (e && e.status === 403) app.refetchRoom(roomId);
+      }
+    });
+  });
 
   async function doLogin(register) {
     const username = el.username.value.trim().toLowerCase();

@@ -17,7 +17,8 @@ const TEXT = {
   invalid_credentials: 'Wrong username or password.',
   invalid_token: 'Your session has ended. Please log in again.',
   session_expired: 'Your session has ended. Please log in again.',
-  forbidden: 'You are not allowed to do that (only the group owner can remove others).',
+  forbidden: 'You are not allowed to do that.',
+  message_not_found: 'That message no longer exists.',
   invalid_request: 'That request is not valid.',
   network: 'Cannot reach the server. Check your connection and try again.',
 };
@@ -41,6 +42,7 @@ export function errorText(code, serverMessage, extra = {}) {
   if (code === 'user_not_found' && extra.useServerMessage && serverMessage) {
     return sentence(serverMessage); // group creation: the server names the unknown users
   }
+  if (code === 'forbidden' && extra.forbidden) return extra.forbidden; // what was refused
   if (SPECIFIC.has(code) && serverMessage) return sentence(serverMessage);
   if (TEXT[code]) return TEXT[code];
   if (serverMessage) return serverMessage;

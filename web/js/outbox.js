@@ -28,6 +28,19 @@ export class Outbox {
     return true;
   }
 
+  /** Send one edit or delete of mine (the same way: acked, retried with its client_msg_id). */
+  transmitChange(c) {
+    const socket = this.getSocket();
+    if (!socket) return false;
+    const frame = { type: c.kind, room: c.room, message_id: c.messageId, client_msg_id: c.cmid };
+    if (c.kind === 'edit') frame.body = c.body;
+    if (c.transmitted) frame.retry = true;
+    if (!socket.send(frame)) return false;
+    c.transmitted = true;
+    this.store.saveChanges();
+    return true;
+  }
+
   /**
    * After `ready`: send every own message still waiting for its ack (and those refused only
    * because the gateway could not store them right then), a few at a time. After `synced`:
@@ -35,7 +48,8 @@ export class Outbox {
    */
   resend({ onlyRetryable = false } = {}) {
     const { store } = this;
-    for (const p of store.pending.values()) {
+    const all = [...store.pending.values(), ...store.changes.values()];
+    for (const p of all) {
       if (p.state === 'failed' && RETRYABLE.has(p.code)) {
         p.state = 'sending';
         p.code = null;
@@ -43,7 +57,7 @@ export class Outbox {
         p.retryNow = true;
       }
     }
-    const list = [...store.pending.values()]
+    const list = all
       .filter((p) => p.state === 'sending' && (!onlyRetryable || p.retryNow))
       .sort((a, b) => a.createdMs - b.createdMs);
     for (const p of list) delete p.retryNow;
@@ -57,8 +71,10 @@ export class Outbox {
       let n = 0;
       while (i < list.length && n < RESEND_BATCH) {
         const p = list[i++];
-        if (store.pending.get(p.cmid) !== p || p.state !== 'sending') continue;
-        this.transmit(p);
+        if (p.state !== 'sending') continue;
+        if (store.pending.get(p.cmid) === p) this.transmit(p);
+        else if (store.changes.get(p.cmid) === p) this.transmitChange(p);
+        else continue;
         n += 1;
       }
       if (i < list.length) setTimeout(burst, RESEND_PAUSE_MS);
@@ -66,8 +82,17 @@ export class Outbox {
     burst();
   }
 
-  /** The user pressed Retry on a failed message: same client_msg_id. */
+  /** The user pressed Retry on a failed message, edit or delete: same client_msg_id. */
   retry(cmid) {
+    const c = this.store.changes.get(cmid);
+    if (c) {
+      c.state = 'sending';
+      c.error = null;
+      c.code = null;
+      this.store.saveChanges();
+      this.transmitChange(c);
+      return;
+    }
     const p = this.store.pending.get(cmid);
     if (!p) return;
     p.state = 'sending';
@@ -78,6 +103,7 @@ export class Outbox {
   }
 
   discard(cmid) {
+    if (this.store.changes.delete(cmid)) this.store.saveChanges();
     this.store.pending.delete(cmid);
     this.store.savePending();
   }

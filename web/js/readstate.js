@@ -3,6 +3,11 @@
 // is looking at a room's newest messages, which messages raise a notification, and the
 // sending of read positions (one per room at a time, the newest wins).
 
+/** A message that counts as unread when someone else wrote it (notices do not, as on the server). */
+function counts(m, isMe) {
+  return !isMe(m.sender) && (!m.kind || m.kind === 'text');
+}
+
 /**
  * Messages from others after `lastRead` in `sorted` (a room's messages, oldest first), or null
  * when that cannot be told from them: `lastRead` is not held, or nothing was read and
@@ -20,7 +25,7 @@ export function countUnreadAfter(sorted, lastRead, isMe, whole) {
     return null;
   }
   let n = 0;
-  for (let i = start; i < sorted.length; i += 1) if (!isMe(sorted[i].sender)) n += 1;
+  for (let i = start; i < sorted.length; i += 1) if (counts(sorted[i], isMe)) n += 1;
   return n;
 }
 
@@ -34,14 +39,14 @@ export function dividerBefore(sorted, lastRead, unread, isMe) {
   if (lastRead) {
     const i = sorted.findIndex((m) => m.id === lastRead);
     if (i >= 0) {
-      for (let j = i + 1; j < sorted.length; j += 1) if (!isMe(sorted[j].sender)) return sorted[j].id;
+      for (let j = i + 1; j < sorted.length; j += 1) if (counts(sorted[j], isMe)) return sorted[j].id;
       return null;
     }
   }
   if (!unread || !sorted.length) return null;
   let seen = 0;
   for (let j = sorted.length - 1; j >= 0; j -= 1) {
-    if (!isMe(sorted[j].sender)) {
+    if (counts(sorted[j], isMe)) {
       seen += 1;
       if (seen === unread) return sorted[j].id;
     }

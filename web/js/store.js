@@ -8,6 +8,26 @@ import { applyMemberEvent, hasMemberList } from './members.js';
 import { countUnreadAfter, dividerBefore } from './readstate.js';
 
 const PENDING_KEY = 'chat.pending.v1';
+const CHANGES_KEY = 'chat.changes.v1';
+
+/** A notice (kind `notice`: "alice added bob") rather than a message someone wrote. */
+export function isNotice(msg) {
+  return Boolean(msg && msg.kind === 'notice');
+}
+
+/**
+ * Is `next` a later state of the message `cur` (the same id)? A message only moves forward:
+ * edited (a later `edited_at`), then deleted for good. A copy that is not later (an older
+ * history page, the original `message` frame after its `message_changed`) changes nothing.
+ */
+export function isLaterState(cur, next) {
+  if (!cur) return true;
+  if (cur.deleted) return false;
+  if (next.deleted) return true;
+  const a = Date.parse(cur.edited_at || '') || 0;
+  const b = Date.parse(next.edited_at || '') || 0;
+  return b > a;
+}
 
 export function sentMs(msg) {
   const ms = Date.parse(msg.sent_at);
@@ -32,6 +52,11 @@ export class RoomState {
     this.loaded = false; // false | 'loading' | true: the newest page of history was fetched
     this.hasOlder = true; // history holds older messages than the oldest we have
     this.loadingOlder = false;
+    this.hasNewer = false; // a window opened around an older message: newer ones lie after it
+    this.loadingNewer = false;
+    this.loadGen = 0; // +1 by every load that replaces the window (a late answer is dropped)
+    this.tail = new Map(); // id -> live message that came while the window is not the newest
+    this.version = 0; // bumped by every change of a held message (edits, deletes)
     this.cursor = null; // resume point: newest id known to be gap-free (see sync.js)
     this.unread = 0; // messages from others after lastRead (the server's count, then kept here)
     this.lastRead = null; // id of the last message read (on any of my devices)
@@ -48,6 +73,13 @@ export class RoomState {
 
   oldest() { return this.sorted()[0] || null; }
   newest() { const s = this.sorted(); return s[s.length - 1] || null; }
+
+  /** The newest message known of the room: in the window, or live after it. */
+  latest() {
+    let best = this.newest();
+    for (const m of this.tail.values()) if (!best || compareMessages(best, m) < 0) best = m;
+    return best;
+  }
 }
 
 export class Store {
@@ -68,6 +100,8 @@ export class Store {
     this.activeRoomId = null;
     this.state = new Map(); // room id -> RoomState
     this.pending = new Map(); // client_msg_id -> {cmid, room, body, createdMs, state, ...}
+    this.changes = new Map(); // client_msg_id -> my edit or delete waiting for its ack
+    this.previews = new Map(); // room id -> newest message fetched for the sidebar's preview
   }
 
   isMe(username) {
@@ -141,7 +175,7 @@ export class Store {
    */
   recount(roomId) {
     const s = this.state.get(roomId);
-    if (!s) return false;
+    if (!s || s.hasNewer) return false; // a window in the past cannot count what follows it
     const whole = s.loaded === true && !s.hasOlder;
     const n = countUnreadAfter(s.sorted(), s.lastRead, (u) => this.isMe(u), whole);
     if (n === null) return false;
@@ -221,8 +255,11 @@ export class Store {
     this.muted.delete(id);
     this.order = this.order.filter((x) => x !== id);
     for (const [cmid, p] of this.pending) if (p.room === id) this.pending.delete(cmid);
+    for (const [cmid, c] of this.changes) if (c.room === id) this.changes.delete(cmid);
+    this.previews.delete(id);
     if (this.activeRoomId === id) this.activeRoomId = null;
     this.savePending();
+    this.saveChanges();
   }
 
   touch(id) {
@@ -301,14 +338,178 @@ export class Store {
         this.pending.delete(raw.client_msg_id); // confirmed (by ack, a fetch or another tab)
         this.savePending();
       }
-      if (s.msgs.has(raw.id)) continue;
+      const held = s.msgs.get(raw.id);
+      if (held) {
+        if (isLaterState(held, raw)) this._replace(s, held, raw);
+        continue;
+      }
       const msg = { ...raw, _ms: sentMs(raw) };
       s.msgs.set(msg.id, msg);
       s._sorted = null;
       if (msg._ms > s.lastMs) s.lastMs = msg._ms;
       added.push(msg);
+      s.tail.delete(msg.id);
     }
     return added;
+  }
+
+  _replace(s, held, raw) {
+    const msg = { ...raw, _ms: held._ms, _v: (held._v || 0) + 1 };
+    s.msgs.set(msg.id, msg);
+    s._sorted = null;
+    s.version += 1;
+    this._touchPreview(msg);
+  }
+
+  /**
+   * A live message (a `message` frame, an ack). Into the window when it shows the newest
+   * messages; kept aside (`tail`) while the window is one opened further back (a search
+   * result), so that no gap is shown: it joins when the window reaches the present. Returns
+   * the messages that were new to us.
+   */
+  mergeLive(roomId, messages) {
+    const s = this.rs(roomId);
+    if (!s.hasNewer) return this.merge(roomId, messages);
+    const added = [];
+    for (const raw of messages) {
+      if (!raw || typeof raw.id !== 'string') continue;
+      if (this.isMe(raw.sender) && raw.client_msg_id && this.pending.has(raw.client_msg_id)) {
+        this.pending.delete(raw.client_msg_id);
+        this.savePending();
+      }
+      if (s.msgs.has(raw.id)) {
+        this.merge(roomId, [raw]);
+        continue;
+      }
+      const had = s.tail.get(raw.id);
+      if (had && !isLaterState(had, raw)) continue;
+      const msg = { ...raw, _ms: sentMs(raw) };
+      s.tail.set(msg.id, msg);
+      if (!had) added.push(msg);
+    }
+    return added;
+  }
+
+  /**
+   * A `message_changed` frame (or my change's ack): the message as it is now. Applied to the
+   * copy we hold (window, tail, preview). A message we do not hold is taken only where it
+   * cannot open a gap: after everything held in a room showing its newest messages (an edit
+   * that overtook its message). True if something on screen may have changed.
+   */
+  applyChanged(msg) {
+    if (!msg || typeof msg.id !== 'string' || typeof msg.room !== 'string') return false;
+    const s = this.state.get(msg.room);
+    let changed = false;
+    if (s) {
+      if (s.msgs.has(msg.id)) {
+        const before = s.version;
+        this.merge(msg.room, [msg]);
+        changed = s.version !== before;
+      } else if (s.tail.has(msg.id)) {
+        if (isLaterState(s.tail.get(msg.id), msg)) {
+          s.tail.set(msg.id, { ...msg, _ms: sentMs(msg) });
+          changed = true;
+        }
+      } else if (!s.hasNewer && s.loaded === true) {
+        const newest = s.newest();
+        const m = { ...msg, _ms: sentMs(msg) };
+        if (!newest || compareMessages(newest, m) < 0) changed = this.merge(msg.room, [msg]).length > 0;
+      }
+    }
+    const p = this.previews.get(msg.room);
+    if (p && p.id === msg.id && isLaterState(p, msg)) {
+      this.previews.set(msg.room, { ...msg, _ms: sentMs(msg) });
+      changed = true;
+    }
+    return changed;
+  }
+
+  _touchPreview(msg) {
+    const p = this.previews.get(msg.room);
+    if (p && p.id === msg.id) this.previews.set(msg.room, msg);
+  }
+
+  /** The newest message of a room as far as we know (the conversation list's preview). */
+  preview(roomId) {
+    const s = this.state.get(roomId);
+    let best = s ? s.latest() : null;
+    const p = this.previews.get(roomId);
+    if (p && (!best || compareMessages(best, p) < 0)) best = p;
+    return best;
+  }
+
+  /** A fetched preview (the newest message of a room we hold nothing of). */
+  setPreview(roomId, msg) {
+    if (!msg || typeof msg.id !== 'string') return;
+    const cur = this.previews.get(roomId);
+    const m = { ...msg, _ms: sentMs(msg) };
+    if (!cur || compareMessages(cur, m) < 0 || (cur.id === m.id && isLaterState(cur, m))) {
+      this.previews.set(roomId, m);
+    }
+  }
+
+  /** The window reached the newest messages: what came live meanwhile joins it. */
+  attach(roomId) {
+    const s = this.rs(roomId);
+    s.hasNewer = false;
+    const tail = [...s.tail.values()];
+    s.tail.clear();
+    if (tail.length) this.merge(roomId, tail);
+  }
+
+  /** My newest message of a room that I can edit (the Up key). */
+  lastEditable(roomId) {
+    const s = this.state.get(roomId);
+    if (!s || s.hasNewer) return null;
+    const list = s.sorted();
+    for (let i = list.length - 1; i >= 0; i -= 1) {
+      const m = list[i];
+      if (this.isMe(m.sender) && !isNotice(m) && !m.deleted) return m;
+    }
+    return null;
+  }
+
+  // ---- my edits and deletes until their ack (sent like messages: js/outbox.js)
+  addChange(kind, roomId, messageId, body = null) {
+    const c = {
+      cmid: crypto.randomUUID(),
+      kind, // edit | delete
+      room: roomId,
+      messageId,
+      body,
+      createdMs: Date.now(),
+      state: 'sending',
+      transmitted: false,
+      code: null,
+      error: null,
+    };
+    this.changes.set(c.cmid, c);
+    this.saveChanges();
+    return c;
+  }
+
+  /** The newest change of mine still waiting for a message (shown on it). */
+  changeFor(messageId) {
+    let found = null;
+    for (const c of this.changes.values()) if (c.messageId === messageId) found = c;
+    return found;
+  }
+
+  saveChanges() {
+    try {
+      const list = [...this.changes.values()].filter((c) => c.state === 'sending');
+      sessionStorage.setItem(CHANGES_KEY, JSON.stringify(list));
+    } catch { /* storage full or disabled */ }
+  }
+
+  loadChanges() {
+    try {
+      for (const c of JSON.parse(sessionStorage.getItem(CHANGES_KEY) || '[]')) {
+        if (c && c.cmid && c.room && c.messageId && (c.kind === 'edit' || c.kind === 'delete')) {
+          this.changes.set(c.cmid, { ...c, transmitted: true });
+        }
+      }
+    } catch { /* ignore */ }
   }
 
   /** Drop what we hold for rooms never opened (after a break their live tail may have gaps). */
@@ -343,7 +544,7 @@ export class Store {
     const roomId = (message && message.room) || (p && p.room);
     this.pending.delete(cmid);
     this.savePending();
-    return roomId && message ? this.merge(roomId, [message]) : [];
+    return roomId && message ? this.mergeLive(roomId, [message]) : [];
   }
 
   fail(cmid, code, text) {
@@ -382,6 +583,7 @@ export class Store {
 
   clearSaved() {
     sessionStorage.removeItem(PENDING_KEY);
+    sessionStorage.removeItem(CHANGES_KEY);
   }
 
   /** The title's count: unread messages of the rooms I have not muted. */

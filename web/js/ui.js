@@ -3,7 +3,8 @@
 // pass at the end of the current task redraws them.
 
 import { hasMemberList, memberCount, subscriptionList, visibleRange } from './members.js';
-import { codePoints } from './store.js';
+import { codePoints, isNotice } from './store.js';
+import { linkParts, noticeText, previewText, snippetParts } from './text.js';
 
 export const MAX_BODY = 4000;
 const GROUP_MS = 5 * 60_000;
@@ -32,6 +33,24 @@ const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyl
 const dayFmt = new Intl.DateTimeFormat(undefined, {
   weekday: 'long', year: 'numeric', month: 'long', day: 'numeric',
 });
+const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short' });
+const shortDateFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
+const resultFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/** The time of the conversation list: 14:05 today, "Mon" this week, "3 Nov" before. */
+export function shortTime(ms, now = Date.now()) {
+  const d = new Date(ms);
+  if (dayKey(ms) === dayKey(now)) return timeFmt.format(d);
+  if (now - ms < 6 * 86_400_000 && ms <= now) return weekdayFmt.format(d);
+  return shortDateFmt.format(d);
+}
+
+/** A body as text and links (http/https, new tab, no referrer): DOM nodes, never HTML. */
+export function bodyNodes(body) {
+  return linkParts(body).map((p) => (p.href
+    ? h('a', { href: p.href, target: '_blank', rel: 'noopener noreferrer', text: p.text })
+    : document.createTextNode(p.text)));
+}
 
 function dayKey(ms) {
   const d = new Date(ms);
@@ -89,7 +108,10 @@ export class UI {
       'composer-input', 'send-btn', 'char-count', 'room-details', 'member-list',
       'add-member-form', 'add-member-input', 'add-member-btn', 'member-count',
       'notify-btn', 'mute-btn', 'jump-newest', 'online-list', 'online-count', 'online-empty',
-      'people-results',
+      'people-results', 'search-form', 'search-input', 'search-room-only', 'search-panel',
+      'search-close', 'search-status', 'search-results', 'search-more', 'settings-btn',
+      'group-settings', 'group-name-input', 'who-can-add', 'settings-save', 'settings-note',
+      'add-member-note', 'search-title',
     ]) {
       this.el[id] = $(id);
     }
@@ -106,6 +128,11 @@ export class UI {
     this.onVisibleMembers = null; // hook: usernames of a big group's rows on screen ([] if none)
     this.memberRoom = null; // the big group whose rows are in #member-list
     this.memberNodes = new Map(); // key -> row element, for that list
+    this.menuFor = null; // id of the message whose actions menu is open
+    this.confirmDelete = null; // id of the message asking "Delete this message?"
+    this.editing = null; // {id, draft}: the message being edited in place
+    this.highlight = null; // id of the message a search result opened at
+    this.scrollTo = null; // id of a message to bring into view at the next render
     this.memberTop = h('li', { class: 'member-spacer', 'aria-hidden': 'true' });
     this.memberBottom = h('li', { class: 'member-spacer', 'aria-hidden': 'true' });
 
@@ -161,6 +188,12 @@ export class UI {
     this.el['online-list'].replaceChildren();
     this.el['people-results'].replaceChildren();
     this.el['people-results'].hidden = true;
+    this.renderSearch(null);
+    this.el['search-input'].value = '';
+    this.editing = null;
+    this.menuFor = null;
+    this.confirmDelete = null;
+    this.highlight = null;
     this.el.messages.replaceChildren();
     this.nodes = new Map();
     this.renderedRoom = null;
@@ -202,6 +235,7 @@ export class UI {
 
   setMe(username) {
     this.el.me.textContent = username || '';
+    this.el['logout-btn'].title = username ? `Log out ${username}` : 'Log out';
   }
 
   setSidebar(open) {
@@ -265,7 +299,21 @@ export class UI {
         btn.append(h('span', { class: 'group-icon', text: '#', 'aria-hidden': 'true' }));
       }
       const muted = st.isMuted(room.id);
-      btn.append(h('span', { class: 'room-name', text: st.roomName(room) }));
+      const last = st.preview(room.id);
+      const text = last ? previewText(last, { isMe: (u) => st.isMe(u), isGroup: room.kind === 'group' }) : '';
+      btn.append(h('span', { class: 'room-text' }, [
+        h('span', { class: 'room-line' }, [
+          h('span', { class: 'room-name', text: st.roomName(room) }),
+          last ? h('time', {
+            class: 'room-time', datetime: last.sent_at, text: shortTime(last._ms),
+            title: fullFmt.format(new Date(last._ms)),
+          }) : null,
+        ]),
+        h('span', {
+          class: `room-preview${last && (last.deleted || isNotice(last)) ? ' quiet' : ''}`,
+          text, dataset: { testid: 'room-preview' },
+        }),
+      ]));
       if (muted) {
         btn.append(h('span', { class: 'icon bell-off muted-icon', title: 'muted', role: 'img', 'aria-label': 'muted' }));
       }
@@ -325,10 +373,73 @@ export class UI {
     }
     this.el['leave-btn'].hidden = !isGroup;
     this.el['members-toggle'].hidden = !isGroup;
+    this.el['settings-btn'].hidden = !isGroup;
+    if (!isGroup) this.showSettings(false);
+    this.renderSettings(room);
     this.el['room-body'].classList.toggle('has-details', isGroup);
     this.el['empty-pane'].hidden = Boolean(room);
     this.el.messages.hidden = !room;
     this.el.composer.hidden = !room;
+  }
+
+  /** Open or close the group settings form (it lives in the member panel). */
+  showSettings(open) {
+    const form = this.el['group-settings'];
+    const was = !form.hidden;
+    form.hidden = !open;
+    this.el['settings-btn'].setAttribute('aria-expanded', String(open));
+    if (open && !was) {
+      this.settingsSig = null; // fill the fields again from the room
+      this.renderSettings(this.store.rooms.get(this.store.activeRoomId) || null);
+      const body = this.el['room-body'];
+      if (!body.classList.contains('details-open')) this.toggleDetails(); // narrow screens
+    }
+  }
+
+  /** Am I the owner of this group? */
+  isOwner(room) {
+    const st = this.store;
+    return Boolean(room && room.kind === 'group' && room.owner
+      && (st.isMe(room.owner) || (st.me && st.me.id && room.owner === st.me.id)));
+  }
+
+  /** May I add members to this group (who_can_add)? */
+  canAdd(room) {
+    if (!room || room.kind !== 'group') return false;
+    return room.who_can_add !== 'owner' || this.isOwner(room);
+  }
+
+  /**
+   * The settings form: the owner edits the name and who may add members; the others see them
+   * read-only. The fields are filled from the room when it changes, not while being edited.
+   */
+  renderSettings(room) {
+    const form = this.el['group-settings'];
+    const isGroup = Boolean(room && room.kind === 'group');
+    const owner = this.isOwner(room);
+    const name = this.el['group-name-input'];
+    const who = this.el['who-can-add'];
+    const sig = isGroup ? `${room.id}|${room.name}|${room.who_can_add}|${room.owner}|${owner}` : '';
+    if (sig !== this.settingsSig) {
+      this.settingsSig = sig;
+      if (isGroup) {
+        name.value = room.name || '';
+        who.value = room.who_can_add === 'owner' ? 'owner' : 'members';
+      }
+      this.el['settings-note'].textContent = owner || !isGroup ? ''
+        : `Only the owner (${room.owner || 'unknown'}) can change these.`;
+    }
+    name.readOnly = !owner;
+    who.disabled = !owner;
+    this.el['settings-save'].hidden = !owner;
+    form.dataset.owner = owner ? '1' : '0';
+    // adding members: hidden for those who may not (the server refuses them with 403 anyway)
+    const canAdd = this.canAdd(room);
+    this.el['add-member-form'].hidden = !canAdd;
+    const note = this.el['add-member-note'];
+    note.hidden = !isGroup || canAdd;
+    note.textContent = isGroup && !canAdd
+      ? `Only the owner (${room.owner || 'unknown'}) can add members to this group.` : '';
   }
 
   /** The member panel: the whole list for a room that has one, else a virtual list. */
@@ -468,7 +579,7 @@ export class UI {
     const s = st.rs(roomId);
     if (s.divider === undefined && s.loaded === true) st.placeDivider(roomId);
 
-    const atBottom = this.stickBottom;
+    const atBottom = this.stickBottom && !s.hasNewer; // a window in the past: not at the end
     let anchor = null;
     let anchorOffset = 0;
     if (!atBottom) {
@@ -511,18 +622,42 @@ export class UI {
       prev = { sender, ms };
       desired.push(node);
     };
+    const room = st.rooms.get(roomId);
+    const iOwn = this.isOwner(room);
     for (const m of s.sorted()) {
-      follow(this._node(`m:${m.id}`, 'm', () => this._messageEl(m)), m.sender, m._ms, m.id);
+      if (isNotice(m)) {
+        const node = this._node(`n:${m.id}`, 'n', () => this._noticeEl(m));
+        follow(node, null, m._ms, m.id);
+        prev = null; // the message after a notice shows its sender
+        continue;
+      }
+      const change = st.changeFor(m.id);
+      const sig = [
+        m._v || 0, this.menuFor === m.id, this.confirmDelete === m.id,
+        this.editing && this.editing.id === m.id, this.highlight === m.id, iOwn,
+        change ? `${change.cmid}|${change.state}|${change.error || ''}` : '',
+      ].join('|');
+      follow(this._node(`m:${m.id}`, sig, () => this._messageEl(m, { change, iOwn })), m.sender, m._ms, m.id);
     }
     const me = st.me ? st.me.username : '';
     for (const p of st.pendingFor(roomId)) {
       const node = this._node(`p:${p.cmid}`, `${p.state}|${p.error || ''}`, () => this._pendingEl(p));
       follow(node, me, p.createdMs);
     }
+    if (s.hasNewer || s.loadingNewer) desired.push(this._newerNode(s));
     reconcile(box, desired);
     const used = new Set(desired);
     for (const [k, n] of this.nodes) if (!used.has(n)) this.nodes.delete(k);
 
+    if (this.scrollTo) {
+      const target = this.nodes.get(`m:${this.scrollTo}`);
+      if (target) {
+        this.scrollTo = null;
+        this.stickBottom = false;
+        box.scrollTop = Math.max(0, target.offsetTop - (box.clientHeight - target.offsetHeight) / 2);
+        return;
+      }
+    }
     if (divider && !s.dividerShown && s.loaded === true) {
       // a room just opened with unread messages: show them from the line, unless they all fit
       s.dividerShown = true;
@@ -548,6 +683,14 @@ export class UI {
     const st = this.store;
     const b = this.el['jump-newest'];
     const s = st.activeRoomId ? st.state.get(st.activeRoomId) : null;
+    if (s && s.hasNewer) { // a window in the past (a search result): back to the newest
+      b.hidden = false;
+      b.textContent = s.unread ? `Jump to present (${s.unread > 99 ? '99+' : s.unread} new) ↓` : 'Jump to present ↓';
+      b.dataset.count = String(s.unread || 0);
+      b.dataset.present = '1';
+      return;
+    }
+    delete b.dataset.present;
     const n = s && s.loaded === true ? s.unread : 0;
     const show = n > 0 && !this.atBottom();
     b.hidden = !show;
@@ -598,19 +741,119 @@ export class UI {
     return n;
   }
 
-  _messageEl(m) {
-    const own = this.store.isMe(m.sender);
+  /** Below a window in the past: newer messages are loaded as the user scrolls down. */
+  _newerNode(s) {
+    const n = this._node('newer', 'newer', () => h('div', { id: 'history-newer', class: 'hint small' }));
+    const text = s.loadingNewer ? 'Loading newer messages…' : 'Scroll down for newer messages.';
+    if (n.textContent !== text) n.textContent = text;
+    return n;
+  }
+
+  /** A notice: "alice added bob", centred in the timeline. */
+  _noticeEl(m) {
     const d = new Date(m._ms);
     return h('div', {
-      class: own ? 'msg own' : 'msg',
-      dataset: { msgId: m.id, clientMsgId: m.client_msg_id || null, sender: m.sender, testid: 'message' },
+      class: 'notice', role: 'note',
+      dataset: { noticeId: m.id, event: (m.notice && m.notice.event) || null, testid: 'notice' },
     }, [
-      h('div', { class: 'msg-meta' }, [
-        h('span', { class: 'msg-sender', text: m.sender }),
-        h('time', { class: 'msg-time', datetime: m.sent_at, title: fullFmt.format(d), text: timeFmt.format(d) }),
-      ]),
-      h('div', { class: 'msg-body', text: m.body }),
+      h('span', { class: 'notice-text', text: noticeText(m) }),
+      h('time', { class: 'notice-time', datetime: m.sent_at, title: fullFmt.format(d), text: timeFmt.format(d) }),
     ]);
+  }
+
+  /**
+   * A message: its sender and time, the body (text and links), "(edited)", or the tombstone of
+   * a deleted one (its body is gone), its actions menu, the edit form when it is being edited,
+   * and the state of my edit or delete waiting for its ack.
+   */
+  _messageEl(m, { change, iOwn }) {
+    const st = this.store;
+    const own = st.isMe(m.sender);
+    const d = new Date(m._ms);
+    const deleted = Boolean(m.deleted);
+    const editing = this.editing && this.editing.id === m.id && !deleted;
+    const cls = ['msg'];
+    if (own) cls.push('own');
+    if (deleted) cls.push('deleted');
+    if (change) cls.push(change.state === 'failed' ? 'change-failed' : 'changing');
+    if (this.highlight === m.id) cls.push('highlight');
+    const meta = h('div', { class: 'msg-meta' }, [
+      h('span', { class: 'msg-sender', text: m.sender }),
+      h('time', { class: 'msg-time', datetime: m.sent_at, title: fullFmt.format(d), text: timeFmt.format(d) }),
+    ]);
+    const canEdit = own && !deleted;
+    const canDelete = !deleted && (own || iOwn);
+    const children = [meta];
+    if (canEdit || canDelete) {
+      const open = this.menuFor === m.id;
+      meta.append(h('button', {
+        type: 'button', class: 'icon-btn msg-menu-btn', title: 'Message actions',
+        'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': String(open),
+        dataset: { menu: m.id }, text: '⋯',
+      }));
+      if (open) {
+        children.push(h('div', { class: 'msg-menu', role: 'menu', 'aria-label': 'Message actions' }, [
+          canEdit ? h('button', {
+            type: 'button', role: 'menuitem', class: 'menu-item', dataset: { action: 'edit', msg: m.id }, text: 'Edit',
+          }) : null,
+          canDelete ? h('button', {
+            type: 'button', role: 'menuitem', class: 'menu-item danger-text', dataset: { action: 'delete', msg: m.id }, text: 'Delete',
+          }) : null,
+        ]));
+      }
+    }
+    if (deleted) {
+      children.push(h('div', { class: 'msg-body tombstone', text: 'message deleted' }));
+    } else if (editing) {
+      const input = h('textarea', {
+        class: 'msg-edit-input', 'aria-label': 'Edit message', rows: '2', dataset: { msg: m.id },
+      });
+      input.value = this.editing.draft;
+      children.push(h('div', { class: 'msg-edit' }, [
+        input,
+        h('div', { class: 'row msg-edit-actions' }, [
+          h('span', { class: 'hint small', text: 'Enter to save · Escape to cancel' }),
+          h('span', { class: 'spacer' }),
+          h('button', { type: 'button', class: 'secondary', dataset: { action: 'cancel-edit', msg: m.id }, text: 'Cancel' }),
+          h('button', { type: 'button', dataset: { action: 'save-edit', msg: m.id }, text: 'Save' }),
+        ]),
+      ]));
+    } else {
+      const body = change && change.kind === 'edit' ? change.body : m.body;
+      const bodyEl = h('div', { class: 'msg-body' }, bodyNodes(body));
+      children.push(bodyEl);
+      if (m.edited_at || (change && change.kind === 'edit')) {
+        cls.push('edited');
+        const at = Date.parse(m.edited_at || '');
+        children.push(h('span', {
+          class: 'msg-edited', text: '(edited)',
+          title: Number.isFinite(at) ? `Edited ${fullFmt.format(new Date(at))}` : 'Edited',
+        }));
+      }
+    }
+    if (this.confirmDelete === m.id && !deleted) {
+      children.push(h('div', { class: 'msg-confirm', role: 'alertdialog', 'aria-label': 'Delete this message?' }, [
+        h('span', { text: 'Delete this message for everyone?' }),
+        h('button', { type: 'button', class: 'danger', dataset: { action: 'confirm-delete', msg: m.id }, text: 'Delete' }),
+        h('button', { type: 'button', class: 'secondary', dataset: { action: 'cancel-delete', msg: m.id }, text: 'Cancel' }),
+      ]));
+    }
+    if (change && change.state === 'failed') {
+      children.push(h('div', { class: 'msg-status msg-error', role: 'alert' }, [
+        h('span', { class: 'msg-error-text', text: `${change.kind === 'edit' ? 'Not saved' : 'Not deleted'}: ${change.error || ''}` }),
+        h('button', { type: 'button', class: 'link-btn', dataset: { retry: change.cmid }, text: 'Retry' }),
+        h('button', { type: 'button', class: 'link-btn', dataset: { discard: change.cmid }, text: 'Discard' }),
+      ]));
+    } else if (change) {
+      children.push(h('div', { class: 'msg-status', text: change.kind === 'edit' ? 'Saving…' : 'Deleting…' }));
+    }
+    return h('div', {
+      class: cls.join(' '),
+      dataset: {
+        msgId: m.id, clientMsgId: m.client_msg_id || null, sender: m.sender, testid: 'message',
+        deleted: deleted ? '1' : null, edited: m.edited_at ? '1' : null,
+      },
+    }, children);
   }
 
   _pendingEl(p) {
@@ -630,7 +873,7 @@ export class UI {
         h('span', { class: 'msg-sender', text: this.store.me ? this.store.me.username : '' }),
         h('time', { class: 'msg-time', text: timeFmt.format(new Date(p.createdMs)) }),
       ]),
-      h('div', { class: 'msg-body', text: p.body }),
+      h('div', { class: 'msg-body' }, bodyNodes(p.body)),
       status,
     ]);
   }
@@ -674,6 +917,51 @@ export class UI {
 
   nearTop() {
     return this.el.messages.scrollTop < 120;
+  }
+
+  nearBottom() {
+    const box = this.el.messages;
+    return !box.hidden && box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  }
+
+  // ---- search
+  /**
+   * The search panel. `state`: {q, results: [message], hasMore, busy, note}. A result shows
+   * its sender, the conversation, the time and a snippet with the words found marked, all as
+   * text. A click (app.js) opens the conversation at that message.
+   */
+  renderSearch(state) {
+    const panel = this.el['search-panel'];
+    if (!state) {
+      panel.hidden = true;
+      this.el['search-results'].replaceChildren();
+      return;
+    }
+    const st = this.store;
+    panel.hidden = false;
+    this.el['search-title'].textContent = state.q ? `Results for “${state.q}”` : 'Search';
+    const items = state.results.map((m) => {
+      const room = st.rooms.get(m.room);
+      const ms = Date.parse(m.sent_at) || 0;
+      return h('li', { class: 'result', dataset: { resultId: m.id, room: m.room } },
+        h('button', { type: 'button', class: 'result-btn', dataset: { open: m.id, room: m.room } }, [
+          h('span', { class: 'result-meta' }, [
+            h('span', { class: 'result-sender', text: m.sender }),
+            h('span', { class: 'result-room', text: room ? st.roomName(room) : 'a conversation' }),
+            h('time', { class: 'result-time', datetime: m.sent_at, text: resultFmt.format(new Date(ms)) }),
+          ]),
+          h('span', { class: 'result-snippet' }, snippetParts(m.body, state.q).map((p) => (p.hit
+            ? h('mark', { text: p.text }) : document.createTextNode(p.text)))),
+        ]));
+    });
+    this.el['search-results'].replaceChildren(...items);
+    let note = state.note || '';
+    if (!note && state.busy && !state.results.length) note = 'Searching…';
+    if (!note && !state.busy && !state.results.length) note = 'No messages found.';
+    this.el['search-status'].textContent = note;
+    const more = this.el['search-more'];
+    more.hidden = !state.hasMore;
+    more.disabled = Boolean(state.busy);
   }
 
   // ---- typing indicator

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -237,14 +237,27 @@ class AmqpBus(Bus):
             raise BusUnavailable(f"broker unavailable: {exc!r}") from exc
 
     async def publish_many(
-        self, items: Sequence[tuple[str, str, bytes]], *, timeout: float = 10.0
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        *,
+        timeout: float = 10.0,
+        durable: Callable[[str], bool] | None = None,
     ) -> int:
         """Every publish is started at once, in order (aiormq writes them to the channel in
         the order they take its lock, which is this order), then the confirms are awaited."""
         if not items:
             return 0
+
+        def sure(key: str) -> bool:
+            return durable is not None and durable(key)
+
         results = await asyncio.gather(
-            *(self.publish(ex, key, body, timeout=timeout) for ex, key, body in items),
+            *(
+                self.publish(
+                    ex, key, body, timeout=timeout, mandatory=sure(key), persistent=sure(key)
+                )
+                for ex, key, body in items
+            ),
             return_exceptions=True,
         )
         done = 0

@@ -97,15 +97,23 @@ class Bus(abc.ABC):
         await self.publish(exchange, routing_key, body)
 
     async def publish_many(
-        self, items: Sequence[tuple[str, str, bytes]], *, timeout: float = 10.0
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        *,
+        timeout: float = 10.0,
+        durable: Callable[[str], bool] | None = None,
     ) -> int:
         """Publish in order, with confirms, many at once where the broker allows (pipelined on
         one channel: the broker routes them in this order); how many, from the first, were
-        confirmed (a failure stops counting: what follows may have gone through or not)."""
+        confirmed (a failure stops counting: what follows may have gone through or not).
+        ``durable(routing_key)``: publish that one mandatory and persistent (a history entry)."""
         done = 0
         for exchange, key, body in items:
+            sure = durable is not None and durable(key)
             try:
-                await self.publish(exchange, key, body, timeout=timeout)
+                await self.publish(
+                    exchange, key, body, timeout=timeout, mandatory=sure, persistent=sure
+                )
             except PublishError:
                 break
             done += 1
