@@ -171,8 +171,8 @@ def query_history(
             )
             dup_keys = cur.fetchone()[0]  # type: ignore[index]
             cur.execute(
-                "SELECT id, room_id, sender_id, sender, body, sent_ms, client_msg_id FROM messages "
-                f"WHERE room_id IN ({marks})",
+                "SELECT id, room_id, sender_id, sender, body, sent_ms, client_msg_id, kind, "
+                f"edited_ms, deleted FROM messages WHERE room_id IN ({marks})",
                 rooms,
             )
             rows = list(cur.fetchall())
@@ -184,7 +184,9 @@ def query_history(
 def verify(ledger: Ledger, database_url: str, rooms: list[str]) -> Verdict:
     counts, raw = query_history(database_url, rooms)
     rows: dict[str, dict[str, Any]] = {}
-    for rid, room, sender_id, sender, body, sent_ms, cmid in raw:
+    for rid, room, sender_id, sender, body, sent_ms, cmid, kind, edited_ms, deleted in raw:
+        if kind == "notice":
+            continue  # what happened in the room (e.g. its creation): not a send of the ledger's
         rows[rid] = {
             "id": rid,
             "room": room,
@@ -193,6 +195,9 @@ def verify(ledger: Ledger, database_url: str, rooms: list[str]) -> Verdict:
             "body": body,
             "sent_at": iso_ms(int(sent_ms)),
             "client_msg_id": cmid,
+            "kind": kind,
+            "edited_at": None if edited_ms is None else iso_ms(int(edited_ms)),
+            "deleted": bool(deleted),
         }
     problems: list[str] = []
     missing, changed, ambiguous_stored = [], [], 0
@@ -202,9 +207,7 @@ def verify(ledger: Ledger, database_url: str, rooms: list[str]) -> Verdict:
             if row is None:
                 missing.append(op.acked["id"])
                 continue
-            stored = {
-                k: row[k] for k in ("id", "room", "sender", "body", "sent_at", "client_msg_id")
-            }
+            stored = {k: v for k, v in row.items() if k != "sender_id"}  # the message object
             if stored != op.acked:
                 changed.append((op.acked, stored))
         elif any(
