@@ -801,6 +801,35 @@ def _hscale_ratio(ctx: Ctx) -> str:
     )
 
 
+def _search_rows(ctx: Ctx) -> list[dict[str, Any]]:
+    s = ctx.r["search"]
+    return [{"kind": k, **v} for k, v in s["http_by_kind"].items()] + [{"kind": "all", **s["http"]}]
+
+
+SEARCH_TABLE = Table(
+    _search_rows,
+    [
+        ("queries", lambda rec: str(rec["kind"])),
+        num("n", "n"),
+        num("p50 ms", "p50", nd=1),
+        num("p90 ms", "p90", nd=1),
+        num("p99 ms", "p99", nd=1),
+        num("max ms", "max", nd=1),
+    ],
+)
+
+
+def _search_intro(ctx: Ctx) -> str:
+    s = ctx.r["search"]
+    c = s["config"]
+    return (
+        f"\n`GET /api/search` over HTTP, one query at a time, on {c['messages']:,} messages "
+        f"({c['rooms']:,} rooms, {c['users']:,} users; bench/search.py; load average "
+        f"{s['loadavg_before_queries'][0]}): p99 **{_f(s['http']['p99'], 1)} ms** "
+        f"(target ≤ 100 ms: {'met' if s['met'] else 'missed'}; see search.md).\n\n"
+    )
+
+
 DOCUMENT = [
     Section(None, [_header]),
     Section("Targets (issue 8)", [TARGETS_TABLE]),
@@ -861,6 +890,11 @@ DOCUMENT = [
         "History scale-out (issue 14: backlog drain, N shards and N writers)",
         [HSCALE_TABLE, _hscale_ratio],
         when=lambda ctx: _get(ctx.r, "history_scale", "runs"),
+    ),
+    Section(
+        "Search (issue 17: a million messages, p99 ≤ 100 ms)",
+        [_search_intro, SEARCH_TABLE],
+        when=lambda ctx: _get(ctx.r, "search", "http"),
     ),
     Section(
         None,

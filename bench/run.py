@@ -5,7 +5,8 @@
 
 Each part runs in its own process (and starts its own servers and load-generator processes):
 ceilings (bench/ceiling.py), the python-socketio peer (bench/peer.py), the scaled-mode scenarios
-(bench/scaled.py) and the history writer's own benchmark (bench/history_writer.py).
+(bench/scaled.py), the history writer's own benchmark (bench/history_writer.py) and search
+(bench/search.py).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ FULL: dict[str, Any] = {
     },
     "membus": {"bindings": [20, 20000], "messages": 50000},
     "history_scale": {"messages": 20000, "shards": [1, 2, 4], "rooms": 64},
+    "search": [],  # bench/search.py's defaults: 1,000,000 messages, 300 queries (~10 min)
 }
 
 SMOKE: dict[str, Any] = {
@@ -131,6 +133,7 @@ SMOKE: dict[str, Any] = {
     },
     "membus": {"bindings": [20, 2000], "messages": 2000},
     "history_scale": {"messages": 300, "shards": [1, 2], "rooms": 8},
+    "search": ["--messages", "20000", "--rooms", "200", "--users", "50", "--queries", "40"],
 }
 
 
@@ -192,7 +195,7 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated parts: ceiling,peer,scaled,history,bigroom,membus,history_scale,"
-        "ceiling_end",
+        "search,ceiling_end",
     )
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
@@ -237,6 +240,10 @@ def main() -> None:
             lambda: run_json(
                 [PYTHON, "-m", "bench.history_scale", json.dumps(cfg["history_scale"])], 1200
             ),
+        ),
+        (
+            "search",  # issue 17: search latency on a million messages
+            lambda: run_json([PYTHON, "-m", "bench.search", "--json", *cfg["search"]], 3600),
         ),
         (
             "ceiling_end",  # the baseline again: how much the machine drifted during the run

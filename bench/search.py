@@ -45,6 +45,7 @@ from bench.common import (
     PYTHON,
     ROOT,
     amqp_url,
+    cpu_seconds,
     create_vhost,
     delete_vhost,
     log,
@@ -101,24 +102,28 @@ def vocabulary(size: int, rng: random.Random) -> list[str]:
     return words
 
 
-def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+def generate(
+    args: argparse.Namespace, directory: Path, *, facts_only: bool = False
+) -> dict[str, Any]:
     """TSV files for users, rooms, memberships, messages and message_search; the facts the
-    queries are drawn from."""
+    queries are drawn from (the same for the same seed: ``facts_only`` skips the files)."""
     rng = random.Random(args.seed)
     nrng = np.random.default_rng(args.seed)
     vocab = vocabulary(args.vocab, rng)
     zipf = 1.0 / np.arange(1, len(vocab) + 1) ** 1.05
     zipf /= zipf.sum()
-    rooms = [new_id(1_700_000_000_000 + i) for i in range(args.rooms)]
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+    def ident() -> str:  # 26 characters like ids.new_id(), but from the seed: reproducible
+        return "".join(rng.choice(alphabet) for _ in range(26))
+
+    rooms = [ident() for _ in range(args.rooms)]
     activity = 1.0 / np.arange(1, args.rooms + 1) ** 0.8
     activity /= activity.sum()
-    users = [(new_id(1_700_000_000_000 + i), f"user{i:05d}") for i in range(args.users)]
+    users = [(ident(), f"user{i:05d}") for i in range(args.users)]
     membership: dict[str, list[str]] = {}
     appeal = np.sqrt(activity)
     appeal /= appeal.sum()
-    with open(directory / "users.tsv", "w") as f:
-        for uid, name in users:
-            f.write(f"{uid}\t{name}\tx\t0\t1\n")
     members_of: dict[str, list[tuple[str, str]]] = {r: [] for r in rooms}
     for uid, name in users:
         k = min(args.rooms, int(nrng.integers(100, 501)))
@@ -126,6 +131,12 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         membership[uid] = [rooms[i] for i in chosen]
         for i in chosen:
             members_of[rooms[i]].append((uid, name))
+    facts = {"vocab": vocab, "membership": membership, "users": users, "rooms": rooms}
+    if facts_only:
+        return facts
+    with open(directory / "users.tsv", "w") as f:
+        for uid, name in users:
+            f.write(f"{uid}\t{name}\tx\t0\t1\n")
     with open(directory / "rooms.tsv", "w") as f:
         for r in rooms:
             f.write(f"{r}\tgroup\t{r[-6:]}\t0\t0\t1\t{len(members_of[r])}\n")
@@ -139,10 +150,9 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     room_of = nrng.choice(args.rooms, args.messages, p=activity)
     sent = np.sort(nrng.integers(now - 365 * DAY_MS, now - 1000, args.messages))
     pos = 0
-    with (
-        open(directory / "messages.tsv", "w") as fm,
-        open(directory / "search.tsv", "w") as fs,
-    ):
+    rows: list[str] = []  # messages, written in primary-key order (a random id: a bulk load in
+    # id order writes the B-tree once instead of splitting pages all over a small buffer pool)
+    with open(directory / "search.tsv", "w") as fs:  # documents in time order, as written
         for i in range(args.messages):
             n = int(lengths[i])
             if rng.random() < 0.1:
@@ -157,13 +167,16 @@ def generate(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             cmid = f"b{i}"
             mid = message_id(uid, cmid)
             ms = int(sent[i])
-            fm.write(f"{mid}\t{room}\t{uid}\t{name}\t{body}\t{ms}\t{cmid}\t{ms}\ttext\t0\n")
+            rows.append(f"{mid}\t{room}\t{uid}\t{name}\t{body}\t{ms}\t{cmid}\t{ms}\ttext\t0\n")
             words = index_text(body)
             if words:
                 fs.write(f"{mid}\t{room}\t{ms}\t{words}\n")
             if i and i % 200_000 == 0:
                 log(f"generated {i} messages")
-    return {"vocab": vocab, "membership": membership, "users": users, "rooms": rooms}
+    rows.sort()
+    with open(directory / "messages.tsv", "w") as fm:
+        fm.writelines(rows)
+    return facts
 
 
 def load(db: str, directory: Path) -> None:
@@ -215,7 +228,7 @@ def load(db: str, directory: Path) -> None:
 def scratch_host() -> dict[str, Any]:
     from bench.common import MYSQL_HOST, MYSQL_PORT
 
-    return {"host": MYSQL_HOST, "port": MYSQL_PORT}
+    return {"host": SERVER.get("host", MYSQL_HOST), "port": SERVER.get("port", MYSQL_PORT)}
 
 
 def queries(
@@ -308,10 +321,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "machine": machine(),
         "command": "python -m bench.search " + " ".join(sys.argv[1:]),
-        "config": {k: v for k, v in vars(args).items() if k not in ("json", "keep")},
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "keep", "database")},
     }
+    private = None
+    if args.private_buffer_pool:  # a server of its own, with the memory the data needs
+        from tests.support.private_mariadb import PrivateMariaDB
+
+        private = PrivateMariaDB(buffer_pool=args.private_buffer_pool)
+        private.install()
+        private.start()
+        assert private.proc is not None
+        SERVER.update(host="127.0.0.1", port=private.port, pid=private.proc.pid)
+        out["server"] = f"private mariadbd, innodb_buffer_pool_size={args.private_buffer_pool}"
+    else:
+        out["server"] = "the shared MariaDB (its own configuration)"
+    try:
+        return _run(args, out)
+    finally:
+        if private is not None:
+            private.cleanup()
+
+
+SERVER: dict[str, Any] = {}
+
+
+def _run(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     server = scratch_host()
-    db = scratch.create_database("bench_search", **server)
+    reuse = args.database is not None
+    db = args.database or scratch.create_database("bench_search", **server)
     vhost = create_vhost("bench_search")
     db_url = f"mysql://root@{server['host']}:{server['port']}/{db}"
     proc: subprocess.Popen[bytes] | None = None
@@ -323,15 +360,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             CHAT_JWT_SECRET=SECRET,
             CHAT_LOG_LEVEL="WARNING",
         )
-        subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
-        with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-            t0 = time.monotonic()
-            facts = generate(args, Path(tmp))
-            out["generate_s"] = round(time.monotonic() - t0, 1)
-            log(f"generated in {out['generate_s']}s; loading")
-            t0 = time.monotonic()
-            load(db, Path(tmp))
-            out["load_s"] = round(time.monotonic() - t0, 1)
+        if reuse:  # a database kept by an earlier run with the same sizes and seed
+            facts = generate(args, Path("."), facts_only=True)
+            out["generate_s"] = out["load_s"] = 0.0
+        else:
+            subprocess.run([PYTHON, "-m", "services", "migrate"], cwd=ROOT, env=env, check=True)
+            with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+                t0 = time.monotonic()
+                facts = generate(args, Path(tmp))
+                out["generate_s"] = round(time.monotonic() - t0, 1)
+                log(f"generated in {out['generate_s']}s; loading")
+                t0 = time.monotonic()
+                load(db, Path(tmp))
+                out["load_s"] = round(time.monotonic() - t0, 1)
         visible = [
             int(
                 scratch_rows(
@@ -354,8 +395,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         qs = queries(args, facts, args.queries, args.seed + 2)
         out["loadavg_before_queries"] = [round(x, 2) for x in os.getloadavg()]
         t0 = time.monotonic()
+        cpu0 = {"history": cpu_seconds(proc.pid), "mariadbd": cpu_seconds(SERVER.get("pid", 0))}
         results = measure(base, qs)
         out["queries_s"] = round(time.monotonic() - t0, 1)
+        # CPU per query, whatever the other tenants' load: the history process always; the
+        # database only when it is a private server (the shared one serves others too)
+        out["cpu_ms_per_query"] = {
+            "history": round((cpu_seconds(proc.pid) - cpu0["history"]) * 1000 / len(qs), 2),
+            "mariadbd": round(
+                (cpu_seconds(SERVER.get("pid", 0)) - cpu0["mariadbd"]) * 1000 / len(qs), 2
+            )
+            if "pid" in SERVER
+            else None,
+        }
         out["loadavg_after_queries"] = [round(x, 2) for x in os.getloadavg()]
         out["http"] = summarize([r["ms"] for r in results])
         by: dict[str, list[float]] = {}
@@ -388,7 +440,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if proc is not None:
             stop_proc(proc)
-        if args.keep:
+        if args.keep or reuse:
             log(f"kept database {db}")
         else:
             scratch.drop_database(db, **server)
@@ -397,9 +449,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def scratch_rows(db: str, sql: str, params: tuple[Any, ...]) -> Any:
-    from bench.common import mysql_rows
+    import pymysql
 
-    return mysql_rows(db, sql, params)[0][0]
+    conn = pymysql.connect(user="root", database=db, autocommit=True, **scratch_host())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def report(r: dict[str, Any]) -> str:
@@ -407,6 +465,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, python {platform.python_version()}",
         f"command: {r['command']}",
+        f"database server: {r['server']}",
         f"data: {r['config']['messages']} messages, {r['config']['rooms']} rooms, "
         f"{r['config']['users']} users; generated in {r['generate_s']}s, loaded in {r['load_s']}s",
         f"documents visible to 5 users: {r['documents_visible_to_5_users']}",
@@ -420,6 +479,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"  {k:>10}: n={v['n']} p50 {v['p50']} p90 {v['p90']} p99 {v['p99']} max {v['max']}"
         )
+    lines.append(f"CPU per query (ms, mean over the HTTP pass): {r['cpu_ms_per_query']}")
     lines.append(
         f"in-process (the query function): p50 {r['in_process']['p50']} p99 {r['in_process']['p99']}"
     )
@@ -442,6 +502,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    ap.add_argument(
+        "--database", help="reuse a database kept by an earlier run (same sizes and seed)"
+    )
+    ap.add_argument(
+        "--private-buffer-pool",
+        metavar="SIZE",
+        help="run on a private mariadbd (own datadir, tests/support/private_mariadb.py) with "
+        "this innodb_buffer_pool_size (e.g. 1G) instead of the shared server",
+    )
     ap.add_argument("--json", action="store_true", help="print the results as a JSON line last")
     args = ap.parse_args()
     if args.rooms < 100:

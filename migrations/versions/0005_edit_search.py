@@ -110,7 +110,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id"),
         **TABLE,
     )
-    op.create_index("ix_message_search_time", "message_search", ["sent_ms", "message_id"])
+    op.create_index(
+        "ix_message_search_time", "message_search", ["sent_ms", "message_id", "room_id"]
+    )
     op.create_index(
         "ix_message_search_room_time", "message_search", ["room_id", "sent_ms", "message_id"]
     )

@@ -184,7 +184,8 @@ class MessageSearch(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     text: Mapped[str] = mapped_column(Text)
     __table_args__ = (
-        Index("ix_message_search_time", "sent_ms", "message_id"),  # the newest documents
+        # the newest documents (with their room: the caller's rooms are filtered on the index)
+        Index("ix_message_search_time", "sent_ms", "message_id", "room_id"),
         Index("ix_message_search_room_time", "room_id", "sent_ms", "message_id"),  # a room's
     )
 

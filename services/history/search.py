@@ -14,12 +14,15 @@ the newest messages hold its first page. So a search runs in up to three steps (
    if they are in the caller's rooms and match (``LIKE`` on the folded words: the very rule of
    the full-text query, ``searchtext.like_patterns``). A common word fills its page here. These
    are the most recently written rows: contiguous, and the likeliest in memory.
-2. **more recent**: if step 1 found some matches but not a page, their density says how many
-   more documents would fill it; if that is at most ``RECENT_MAX`` in all, those are read the
-   same way.
+2. if step 1 found matches but not a page, their density among the caller's documents says
+   how many more of the caller's documents would fill it; they are read (a) **more_recent**:
+   newest first again, if that stays within ``RECENT_MAX`` documents of all rooms (a caller
+   whose rooms carry much of the traffic), or else (b) **rooms**: room by room, the caller's
+   documents of the time that should hold them (at most ``ROOMS_MAX``; a caller whose rooms
+   are a small share of all; also ``PROBE_DOCS`` of them when step 1 saw too few to tell).
 3. **full text**: what remains (older than what steps 1-2 read) comes from the full-text index,
-   restricted to the caller's rooms: a word this rare in the newest documents has a short
-   posting list.
+   restricted to the caller's rooms: a word rare among the caller's newest documents has a
+   short posting list.
 
 Each step's range ends where the previous one started (a keyset on (``sent_ms``, ``id``)), so
 the results are exactly in history order and ``before=<the last id>`` continues a page. The
@@ -27,10 +30,12 @@ range of steps 1-2 is found first on the index alone (the k-th newest document: 
 The room list is a filter on rows read by time, never a range list (MariaDB would estimate
 each room's range with two index dives: ~15 ms for 500 rooms, in every query).
 
-What it costs: steps 1-2 read at most ``RECENT_MAX`` index entries and rows, newest first; step
-3 costs the posting lists of words that are rare among the newest documents. The worst case is
-a word rare in recent messages but common in old ones (or common elsewhere but rare in the
-caller's rooms): its whole posting list. docs/SCALING.md says how search grows past that.
+What it costs: steps 1-2a read at most ``RECENT_MAX`` index entries and rows, newest first;
+step 2b one range per room of the caller's (MariaDB estimates each with index dives) and at
+most ``ROOMS_MAX`` rows; step 3 the posting lists of words that are rare among the caller's
+newest documents. The worst case is a word rare in recent messages but common in old ones (or
+common elsewhere but rare in the caller's rooms): its whole posting list.
+docs/SCALING.md says how search grows past that.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.engine import Connection, Engine
 
+from services.common.ids import now_ms
 from services.common.models import FTS5_TABLE, Membership, Message
 from services.history.queries import (
     MESSAGE_COLUMNS,
@@ -51,8 +57,11 @@ from services.history.queries import (
 )
 from services.history.searchtext import Term, boolean_mode, fts5_query, like_patterns
 
-RECENT_DOCS = 5000  # step 1: the newest documents read, matched row by row
-RECENT_MAX = 50_000  # steps 1-2 together at most
+RECENT_DOCS = 5000  # step 1: the newest documents (index entries) read
+RECENT_MAX = 100_000  # index entries read newest first (steps 1 and 2a) at most
+ROOMS_MAX = 5000  # step 2b: the caller's own documents read room by room at most
+SAMPLE_MIN = 200  # the caller's documents read without a match: the word is rare for them
+PROBE_DOCS = 2000  # how many of the caller's documents to read next when none matched yet
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 50
 TIME_INDEX = "ix_message_search_time"
@@ -194,6 +203,40 @@ def _full_text(
     return _run(conn, sql, params, rooms)
 
 
+def _count(conn: Connection, rooms: list[str], lo: Bound | None, hi: Bound | None) -> int:
+    """How many documents of the caller's rooms lie in [lo, hi) (read by time)."""
+    source, where, params = _source(conn, None)
+    parts, more = _range(lo, hi)
+    sql = f"SELECT COUNT(*) FROM {source} WHERE {' AND '.join([*where, *parts, 's.room_id IN :rooms'])}"
+    return int(_run(conn, sql, {**params, **more}, rooms)[0][0])
+
+
+def _scan_rooms(
+    conn: Connection, rooms: list[str], terms: list[Term], since: int, hi: Bound | None, limit: int
+) -> list[Any]:
+    """The matches among the caller's documents sent since ``since`` and before ``hi``, read
+    room by room (one range per room: for a caller whose rooms are a small share of all)."""
+    hint = (
+        f"INDEXED BY {ROOM_INDEX}"
+        if conn.dialect.name == "sqlite"
+        else f"FORCE INDEX ({ROOM_INDEX})"
+    )
+    parts, params = _range(None, hi)
+    parts += ["s.room_id IN :rooms", "s.sent_ms >= :since"]
+    params["since"] = since
+    padded = (
+        "(' ' || s.text || ' ')" if conn.dialect.name == "sqlite" else "CONCAT(' ', s.text, ' ')"
+    )
+    for i, pattern in enumerate(like_patterns(terms)):
+        parts.append(f"{padded} LIKE :p{i} ESCAPE '!'")
+        params[f"p{i}"] = pattern
+    sql = (
+        f"SELECT s.message_id, s.sent_ms FROM message_search AS s {hint} "
+        f"WHERE {' AND '.join(parts)} ORDER BY s.sent_ms DESC, s.message_id DESC LIMIT {int(limit)}"
+    )
+    return _run(conn, sql, params, rooms)
+
+
 def _find(
     conn: Connection,
     rooms: list[str],
@@ -202,24 +245,56 @@ def _find(
     top: Bound | None,
     limit: int,
 ) -> tuple[list[Any], list[str]]:
-    """Up to ``limit`` (message_id, sent_ms) before ``top``, newest first; and the steps."""
+    """Up to ``limit`` (message_id, sent_ms) before ``top``, newest first; and the steps.
+
+    1. the newest ``RECENT_DOCS`` documents (all rooms', or the room's) before ``top``;
+    2. while that found matches but not a page, the density of matches among the caller's
+       documents read so far says how many more of theirs would fill it: (a) read newest
+       first again, within ``RECENT_MAX`` index entries in all, or else (b) the caller's
+       documents of the time that should hold them, room by room (at most ``ROOMS_MAX``: a
+       caller whose rooms are a small share of all). With no match yet, ``PROBE_DOCS`` more
+       of the caller's documents, until ``SAMPLE_MIN`` of them say the word is rare;
+    3. the full-text index for everything older than what steps 1-2 read."""
     lo = _boundary(conn, room, top, RECENT_DOCS)
     found = _scan(conn, rooms, room, terms, lo, top, limit)
     steps = [f"recent:{len(found)}"]
     if len(found) >= limit or lo is None:
         return found, steps
-    if found:
-        need = int((limit - len(found)) * RECENT_DOCS / len(found) * 1.5)
-        if RECENT_DOCS + need <= RECENT_MAX:
-            lo2 = _boundary(conn, room, lo, need)
-            more = _scan(conn, rooms, room, terms, lo2, lo, limit - len(found))
-            found += more
-            steps.append(f"more_recent:{need}:{len(more)}")
-            if len(found) >= limit or lo2 is None:
-                return found, steps
-            lo = lo2
-    found += _full_text(conn, rooms, terms, lo, limit - len(found))
-    steps.append("full_text")
+    read = RECENT_DOCS  # index entries read newest first
+    mine = RECENT_DOCS if room is not None else _count(conn, rooms, lo, top)  # caller's docs
+    by_rooms = 0  # the caller's documents read room by room
+    start = top.sent_ms if top is not None else now_ms()
+    while len(found) < limit:
+        m = len(found)
+        if m == 0 and mine >= SAMPLE_MIN:
+            break  # rare among the caller's newest documents: the full-text index is cheap
+        need = PROBE_DOCS if m == 0 else int((limit - m) * mine / m * 1.5) + 1
+        spread = read / max(mine, 1)  # index entries per document of the caller's
+        chunk = max(RECENT_DOCS, int(need * spread))
+        if read + chunk <= RECENT_MAX:
+            lo2 = _boundary(conn, room, lo, chunk)
+            more = _scan(conn, rooms, room, terms, lo2, lo, limit - m)
+            got = chunk if room is not None else _count(conn, rooms, lo2, lo)
+            read += chunk
+            steps.append(f"more_recent:{chunk}:{len(more)}")
+        elif room is None and by_rooms + need <= ROOMS_MAX:
+            span = max(1, start - lo.sent_ms)
+            since = lo.sent_ms - int(span * need / max(mine, 1))
+            lo2 = Bound(since)  # inclusive: every document sent at ``since`` or later
+            more = _scan_rooms(conn, rooms, terms, since, lo, limit - m)
+            got = need  # about that many of the caller's documents
+            by_rooms += need
+            steps.append(f"rooms:{need}:{len(more)}")
+        else:
+            break
+        found += more
+        mine += got
+        if lo2 is None:
+            return found, steps  # everything before ``top`` was read
+        lo = lo2
+    if len(found) < limit:
+        found += _full_text(conn, rooms, terms, lo, limit - len(found))
+        steps.append("full_text")
     return found, steps
 
 

@@ -62,7 +62,10 @@ _WORD = re.compile(r"[^\W_]+")  # letters and digits (str.isalnum), never "_"
 
 def fold(text: str) -> str:
     """Lower case, without diacritics (see the module's docstring)."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS).casefold())
+    # decomposed first (compatibility forms such as "№" or fullwidth letters become plain
+    # ones), then case-folded, then decomposed again (folding may add a mark: "İ" -> "i̇")
+    text = unicodedata.normalize("NFKD", text.translate(_LETTERS)).casefold()
+    decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
 
 

@@ -97,6 +97,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(x["publishes_per_s"] > 0 for x in r["membus"]["runs"])
     hs = r["history_scale"]
     assert [x["shards"] for x in hs["runs"]] == [1, 2] and hs["ratio_2_over_1"] > 0
+    # issue 17: search through the HTTP API, every query answered, each planner step timed
+    se = r["search"]
+    assert se["http"]["n"] == 40 and se["http"]["p99"] > 0 and se["in_process"]["n"] == 40
+    assert sum(v["n"] for k, v in se["http_by_kind"].items() if "room" not in k) == 40
 
     # the report: targets table, tables and plots
     assert {t["target"][:10] for t in r["targets"]}
@@ -111,6 +115,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "## A big room",
         "## The in-process bus",
         "## History scale-out",
+        "## Search",
     ):
         assert heading in md
     for png in ("throughput_vs_gateways.png", "latency_vs_rate.png", "memory_per_connection.png"):

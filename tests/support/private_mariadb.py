@@ -32,7 +32,7 @@ def _mariadbd() -> str | None:
 
 
 class PrivateMariaDB:
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, buffer_pool: str = "64M") -> None:
         if shutil.which("mariadb-install-db") is None or _mariadbd() is None:
             missing("mariadb-install-db / mariadbd are not installed (private MariaDB needed)")
         self._own_base = base is None
@@ -41,6 +41,7 @@ class PrivateMariaDB:
         self.port = free_port({3306})
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
+        self.buffer_pool = buffer_pool
 
     def _user(self) -> list[str]:
         return ["--user=root"] if os.geteuid() == 0 else []
@@ -79,7 +80,7 @@ class PrivateMariaDB:
                 "--bind-address=127.0.0.1",
                 f"--pid-file={self.base / 'pid'}",
                 f"--log-error={self.base / 'error.log'}",
-                "--innodb-buffer-pool-size=64M",
+                f"--innodb-buffer-pool-size={self.buffer_pool}",
                 "--innodb-log-file-size=32M",
                 "--skip-log-bin",
                 "--max-connections=500",
