@@ -45,6 +45,7 @@ from bench.common import (
     PYTHON,
     ROOT,
     amqp_url,
+    cpu_seconds,
     create_vhost,
     delete_vhost,
     log,
@@ -329,7 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         private = PrivateMariaDB(buffer_pool=args.private_buffer_pool)
         private.install()
         private.start()
-        SERVER.update(host="127.0.0.1", port=private.port)
+        assert private.proc is not None
+        SERVER.update(host="127.0.0.1", port=private.port, pid=private.proc.pid)
         out["server"] = f"private mariadbd, innodb_buffer_pool_size={args.private_buffer_pool}"
     else:
         out["server"] = "the shared MariaDB (its own configuration)"
@@ -393,8 +395,19 @@ def _run(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
         qs = queries(args, facts, args.queries, args.seed + 2)
         out["loadavg_before_queries"] = [round(x, 2) for x in os.getloadavg()]
         t0 = time.monotonic()
+        cpu0 = {"history": cpu_seconds(proc.pid), "mariadbd": cpu_seconds(SERVER.get("pid", 0))}
         results = measure(base, qs)
         out["queries_s"] = round(time.monotonic() - t0, 1)
+        # CPU per query, whatever the other tenants' load: the history process always; the
+        # database only when it is a private server (the shared one serves others too)
+        out["cpu_ms_per_query"] = {
+            "history": round((cpu_seconds(proc.pid) - cpu0["history"]) * 1000 / len(qs), 2),
+            "mariadbd": round(
+                (cpu_seconds(SERVER.get("pid", 0)) - cpu0["mariadbd"]) * 1000 / len(qs), 2
+            )
+            if "pid" in SERVER
+            else None,
+        }
         out["loadavg_after_queries"] = [round(x, 2) for x in os.getloadavg()]
         out["http"] = summarize([r["ms"] for r in results])
         by: dict[str, list[float]] = {}
@@ -466,6 +479,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"  {k:>10}: n={v['n']} p50 {v['p50']} p90 {v['p90']} p99 {v['p99']} max {v['max']}"
         )
+    lines.append(f"CPU per query (ms, mean over the HTTP pass): {r['cpu_ms_per_query']}")
     lines.append(
         f"in-process (the query function): p50 {r['in_process']['p50']} p99 {r['in_process']['p99']}"
     )

@@ -197,6 +197,26 @@ def test_outsider_frames_are_refused_and_reach_nobody(scaled: Stack, world: dict
             err = await m.expect(lambda f: f["type"] == "error", timeout=5)
             if err.get("code") not in ("not_a_member", "room_not_found"):
                 problems.append(f"typing in {room!r}: {err}")
+            for kind, mid in (("edit", world["msgs"]["group"]), ("delete", world["msgs"]["dm"])):
+                cmid = str(uuid.uuid4())
+                frame = {"type": kind, "room": room, "message_id": mid, "client_msg_id": cmid}
+                await m.send({**frame, "body": "defaced"} if kind == "edit" else frame)
+                err = await m.expect(lambda f, cmid=cmid: f.get("client_msg_id") == cmid, 10)
+                if err["type"] != "error" or err["code"] not in ("not_a_member", "room_not_found"):
+                    problems.append(f"{kind} in {room!r}: {err}")
+        # nor through a room of her own: another room's message is not found
+        for kind, mid in (("edit", world["msgs"]["group"]), ("delete", world["msgs"]["dm"])):
+            cmid = str(uuid.uuid4())
+            frame = {
+                "type": kind,
+                "room": world["mallorys"]["id"],
+                "message_id": mid,
+                "client_msg_id": cmid,
+            }
+            await m.send({**frame, "body": "defaced"} if kind == "edit" else frame)
+            err = await m.expect(lambda f, cmid=cmid: f.get("client_msg_id") == cmid, 10)
+            if err["type"] != "error" or err["code"] != "message_not_found":
+                problems.append(f"{kind} through her own room: {err}")
         # a DM to a member is allowed, but it is a new direct room, not the group
         dm = await m.send_message("hi carol", to=carol.username)
         if dm["type"] != "ack" or dm["message"]["room"] == world["group"]["id"]:
@@ -205,7 +225,7 @@ def test_outsider_frames_are_refused_and_reach_nobody(scaled: Stack, world: dict
             try:
                 leaked = await c.expect(
                     lambda f: (
-                        f["type"] in ("message", "typing")
+                        f["type"] in ("message", "typing", "message_changed")
                         and f.get("message", f).get("room")
                         in (world["group"]["id"], world["dm"]["id"])
                     ),
@@ -221,7 +241,10 @@ def test_outsider_frames_are_refused_and_reach_nobody(scaled: Stack, world: dict
     problems = asyncio.run(scenario())
     assert not problems, problems
     msgs = history_of(scaled, world["alice"], world["group"]["id"]).json()["messages"]
-    assert [m["body"] for m in msgs] == ["the plan"]
+    texts = [m for m in msgs if m["kind"] == "text"]
+    assert [(m["body"], m["edited_at"], m["deleted"]) for m in texts] == [("the plan", None, False)]
+    dm = history_of(scaled, world["alice"], world["dm"]["id"]).json()["messages"]
+    assert [(m["body"], m["deleted"]) for m in dm] == [("between us", False)]
 
 
 def test_removed_member_loses_read_and_write_at_once(scaled: Stack) -> None:

@@ -49,11 +49,13 @@ def group(stack: Stack, owner: User, members: list[str]) -> str:
 
 
 def in_history(stack: Stack, user: User, room: str, n: int) -> list[dict[str, Any]]:
-    """Wait until history holds n messages of the room (unread is counted from it)."""
+    """Wait until history holds n text messages of the room (unread is counted from them; the
+    group's notices are not counted)."""
 
     def enough() -> list[dict[str, Any]] | None:
         msgs = history(stack, user, room, limit=200).json()["messages"]
-        return msgs if len(msgs) >= n else None
+        texts = [m for m in msgs if m["kind"] == "text"]
+        return texts if len(texts) >= n else None
 
     return list(wait_for(enough, 20))
 
