@@ -208,8 +208,12 @@ def verify(ledger: Ledger, database_url: str, rooms: list[str]) -> Verdict:
             if row is None:
                 missing.append(op.acked["id"])
                 continue
-            stored = {k: v for k, v in row.items() if k != "sender_id"}  # the message object
-            if stored != op.acked:
+            keys = ("id", "room", "sender", "body", "sent_at", "client_msg_id")
+            stored = {k: row[k] for k in keys}
+            # the ack's message is that row (and a plain text message: never edited here)
+            acked = {k: op.acked.get(k) for k in keys}
+            plain = (op.acked.get("kind"), op.acked.get("edited_at"), op.acked.get("deleted"))
+            if stored != acked or plain != ("text", None, False):
                 changed.append((op.acked, stored))
         elif any(
             r["sender_id"] == op.sender_id and r["client_msg_id"] == op.cmid for r in rows.values()
