@@ -30,7 +30,7 @@ range of steps 1-2 is found first on the index alone (the k-th newest document: 
 The room list is a filter on rows read by time, never a range list (MariaDB would estimate
 each room's range with two index dives: ~15 ms for 500 rooms, in every query).
 
-What it costs: steps 1-2a read at most ``RECENT_MAX`` index entries and rows, newest first;
+What it costs: steps 1 and 2a read at most ``RECENT_MAX`` index entries and rows, newest first;
 step 2b one range per room of the caller's (MariaDB estimates each with index dives) and at
 most ``ROOMS_MAX`` rows; step 3 the posting lists of words that are rare among the caller's
 newest documents. The worst case is a word rare in recent messages but common in old ones (or
