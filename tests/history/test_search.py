@@ -5,7 +5,7 @@ caller is in now, deleted messages never found, edited ones by their new text, b
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -51,12 +51,27 @@ async def client(engine: Engine, memory_bus: Bus) -> AsyncIterator[httpx.AsyncCl
         yield c
 
 
-def auth(user_id: str, username: str) -> dict[str, str]:
-    value, _ = issue_access(settings(), user_id, username, new_id())
-    return {"Authorization": f"Bearer {value}"}
+class Auth(Mapping[str, str]):
+    """A user's Authorization header, its token minted when a request reads it: a token minted
+    at import would expire (15 minutes) before the test runs in a long suite."""
+
+    def __init__(self, user_id: str, username: str) -> None:
+        self.user_id, self.username = user_id, username
+
+    def __getitem__(self, key: str) -> str:
+        if key != "Authorization":
+            raise KeyError(key)
+        value, _ = issue_access(settings(), self.user_id, self.username, new_id())
+        return f"Bearer {value}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
 
 
-A, B, C = auth(ALICE, "alice"), auth(BOB, "bob"), auth(CAROL, "carol")
+A, B, C = Auth(ALICE, "alice"), Auth(BOB, "bob"), Auth(CAROL, "carol")
 _seq = iter(range(10**9))
 
 
@@ -78,14 +93,14 @@ def write(engine: Engine, *items: Entry) -> None:
     store.write_batch(engine, list(items))
 
 
-async def find(client: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> Any:
+async def find(client: httpx.AsyncClient, headers: Mapping[str, str], **params: Any) -> Any:
     resp = await client.get("/api/search", params=params, headers=headers)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
 
 async def ids(
-    client: httpx.AsyncClient, headers: dict[str, str], q: str, **params: Any
+    client: httpx.AsyncClient, headers: Mapping[str, str], q: str, **params: Any
 ) -> list[str]:
     return [m["id"] for m in (await find(client, headers, q=q, **params))["messages"]]
 
