@@ -56,11 +56,13 @@ def server_ms(r: httpx.Response) -> float:
 
 
 class Client:
-    """A member's socket: counts what it receives after ``mark()``; wakes waiters by kind."""
+    """A member's socket: counts what it receives after ``mark()`` (the timeline's notices apart
+    from the rest); wakes waiters by kind."""
 
     def __init__(self, ws: websockets.ClientConnection) -> None:
         self.ws = ws
         self.bytes = 0
+        self.notice_bytes = 0
         self.waiters: list[tuple[Any, asyncio.Future[float]]] = []
         self.task = asyncio.get_running_loop().create_task(self._read())
 
@@ -76,6 +78,7 @@ class Client:
 
     def mark(self) -> None:
         self.bytes = 0
+        self.notice_bytes = 0
 
     def wait(self, pred: Any) -> asyncio.Future[float]:
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -85,10 +88,13 @@ class Client:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                self.bytes += len(raw)
+                f = orjson.loads(raw)
+                if f.get("type") == "message" and f["message"].get("kind") == "notice":
+                    self.notice_bytes += len(raw)
+                else:
+                    self.bytes += len(raw)
                 if not self.waiters:
                     continue
-                f = orjson.loads(raw)
                 now = time.perf_counter()
                 keep = []
                 for pred, fut in self.waiters:
@@ -207,7 +213,11 @@ class BigRoom:
         server: list[float] = []
         reached: list[float] = []
         per_member: list[float] = []
-        for event, method in (("member_joined", "post"), ("member_left", "delete")):
+        notice_per_member: list[float] = []
+        for event, notice, method in (
+            ("member_joined", "joined", "post"),
+            ("member_left", "removed", "delete"),
+        ):
             for u in joiners:
                 for c in clients:
                     c.mark()
@@ -215,6 +225,16 @@ class BigRoom:
                     c.wait(
                         lambda f, e=event, name=u.username: (
                             f.get("event") == e and f.get("username") == name
+                        )
+                    )
+                    for c in clients
+                ]
+                notices = [  # the change's notice in the timeline (API.md "Notices")
+                    c.wait(
+                        lambda f, e=notice, name=u.username: (
+                            f.get("type") == "message"
+                            and (f["message"].get("notice") or {}).get("event") == e
+                            and f["message"]["notice"].get("username") == name
                         )
                     )
                     for c in clients
@@ -232,9 +252,11 @@ class BigRoom:
                     )
                 r.raise_for_status()
                 done = await asyncio.wait_for(asyncio.gather(*waits), 60)
+                await asyncio.wait_for(asyncio.gather(*notices), 60)
                 server.append(server_ms(r) / 1000)
                 reached.append(max(done) - t0)
                 per_member.append(sum(c.bytes for c in clients) / len(clients))
+                notice_per_member.append(sum(c.notice_bytes for c in clients) / len(clients))
         self.result["joins"] = {
             "changes": len(server),
             "server": summary_ms(server),
@@ -242,6 +264,10 @@ class BigRoom:
             "bytes_per_member_per_change": {
                 "mean": round(sum(per_member) / len(per_member), 1),
                 "max": round(max(per_member), 1),
+            },
+            "notice_bytes_per_member_per_change": {
+                "mean": round(sum(notice_per_member) / len(notice_per_member), 1),
+                "max": round(max(notice_per_member), 1),
             },
         }
         log(f"bigroom: joins {self.result['joins']}")

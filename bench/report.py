@@ -753,6 +753,7 @@ BIGROOM_TABLE = Table(
             lambda b: _ms(_get(b, "joins", "all_members_told"), "p50", "p99"),
         ),
         num("bytes / member / change", "joins", "bytes_per_member_per_change", "mean"),
+        num("+ notice bytes", "joins", "notice_bytes_per_member_per_change", "mean"),
         (
             "message → last member ms p50 / p99",
             lambda b: _ms(_get(b, "fanout", "send_to_last_member"), "p50", "p99"),
