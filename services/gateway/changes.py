@@ -27,6 +27,7 @@ from services.common.bus import PublishError
 from services.common.ids import now_ms, parse_ms
 from services.common.schema import ID_RE, ChangeFrame, FrameError, message_object
 from services.gateway.connection import Connection
+from services.gateway.doubts import Doubts
 from services.gateway.membership import Membership
 from services.gateway.publisher import Publisher
 from services.gateway.recent import Recent
@@ -77,6 +78,7 @@ class Changes:
         self.publisher = publisher
         self.recent = recent
         self.shards = shards
+        self.doubts: Doubts | None = None  # lost confirms settled later (the service sets it)
 
     async def accept(self, conn: Connection, frame: ChangeFrame) -> dict[str, Any]:
         """Authorize, publish durably, and return the changed message (what the ack and the
@@ -92,6 +94,15 @@ class Changes:
         if frame.retry:
             done = await self._recorded(conn, frame, shard)
             if done is not None:
+                if self.doubts is not None:  # its first answer may have been lost: so may its
+                    # delivery to the members here (doubts.py)
+                    entry = {
+                        "type": frame.kind,
+                        "actor_id": conn.user_id,
+                        "client_msg_id": cmid,
+                        "origin": {"gw": self.gw, "conn": conn.id},
+                    }
+                    self.doubts.found(entry, done)
                 return done
         target = await self._target(room_id, frame.message_id, shard, cmid)
         self._authorize(conn, frame, target)
@@ -110,6 +121,8 @@ class Changes:
             await self.publisher.publish(entry)  # in history (confirmed), then to the members
         except PublishError as exc:
             log.warning("publish of a %s failed: %s", frame.kind, exc)
+            if self.doubts is not None:  # the broker may have taken it all the same
+                self.doubts.add(entry)
             raise FrameError(
                 "unavailable", f"the {frame.kind} could not be stored right now; retry", cmid
             ) from exc

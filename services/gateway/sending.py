@@ -25,6 +25,7 @@ from services.common.schema import ID_RE, ChangeFrame, FrameError, SendFrame, me
 from services.gateway import metrics
 from services.gateway.changes import Changes, change_key
 from services.gateway.connection import Connection
+from services.gateway.doubts import Doubts
 from services.gateway.lru import AckCache
 from services.gateway.membership import Membership, room_key
 from services.gateway.publisher import Publisher
@@ -55,6 +56,7 @@ class Sender:
         self.pending: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         self.config = HistoryConfig(shards=1)  # the service keeps it current
         self.changes: Changes | None = None  # edits and deletes (the service sets it)
+        self.doubts: Doubts | None = None  # lost confirms settled later (the service sets it)
 
     async def handle(self, conn: Connection, frame: SendFrame | ChangeFrame) -> None:
         """Answer a ``send``, ``edit`` or ``delete`` frame with its ack (or an error); a
@@ -136,6 +138,11 @@ class Sender:
                     )
                 stored = await asyncio.to_thread(self.store.stored_message, mid, conn.user_id)
             if stored is not None:
+                if self.doubts is not None:  # its first answer may have been lost: so may its
+                    # delivery to the members here (doubts.py)
+                    origin = {"gw": self.gw, "conn": conn.id}
+                    entry = {"type": "message", "sender_id": conn.user_id, "origin": origin}
+                    self.doubts.found(entry, stored)
                 return stored
         room = self.membership.rooms.get(room_id)
         last = room.clock if room is not None else 0
@@ -154,6 +161,8 @@ class Sender:
             await self.publisher.publish(event)  # in history (confirmed), then to the members
         except PublishError as exc:
             log.warning("publish failed: %s", exc)
+            if self.doubts is not None:  # the broker may have taken it all the same
+                self.doubts.add(event)
             raise FrameError(
                 "unavailable", "the message could not be stored right now; retry", cmid
             ) from exc

@@ -48,6 +48,7 @@ from services.gateway import metrics
 from services.gateway.bindings import Bindings
 from services.gateway.changes import Changes, change_key
 from services.gateway.connection import Connection
+from services.gateway.doubts import Doubts
 from services.gateway.lru import LRU, AckCache
 from services.gateway.membership import Membership, UserState
 from services.gateway.presence import Presence
@@ -118,6 +119,9 @@ class GatewayService:
         self.sender = Sender(
             bus, self.gw, self.store, self.membership, self.markers, self.acked, self.publisher
         )
+        self.sender.doubts = Doubts(
+            bus, self.store, self.markers, lambda: self.history.shards, self._deliver_entry
+        )
         self.sender.changes = Changes(
             self.gw,
             self.store,
@@ -127,6 +131,7 @@ class GatewayService:
             self.seen.get,
             lambda: self.history.shards,
         )
+        self.sender.changes.doubts = self.sender.doubts
         self.reads = ReadSync(
             bus, self.gw, self.store, self.membership, self._position, self.presence.gateways_of
         )
@@ -172,6 +177,8 @@ class GatewayService:
         )
         if self._recovering is not None:
             self._recovering.cancel()
+        if self.sender.doubts is not None:
+            self.sender.doubts.stop()
         await self.presence.stop()
         await self.bindings.stop()
 

@@ -11,7 +11,9 @@ send, no typing) and the logged-out session's socket is closed with 4001.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -32,9 +34,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def test_removal_and_logout_during_a_broker_outage_apply_after_it(
-    cluster: Cluster, scaled: Stack
-) -> None:
+@contextlib.contextmanager
+def proxied_gateway(cluster: Cluster, scaled: Stack) -> Iterator[tuple[TcpProxy, Proc, Stack]]:
+    """One more gateway of the cluster, reaching the broker through a proxy of ours."""
     amqp = cluster.broker_url
     host_part = amqp.split("@", 1)[1]  # 127.0.0.1:5672/vhost
     upstream_port = int(host_part.split("/", 1)[0].split(":")[1])
@@ -55,7 +57,16 @@ def test_removal_and_logout_during_a_broker_outage_apply_after_it(
     gw.start(cluster.state / "logs")
     try:
         wait_http(gw.url + "/readyz", 60, gw.popen)
-        proxied = Stack("proxied", scaled.auth_url, scaled.history_url, [gw.url])
+        yield proxy, gw, Stack("proxied", scaled.auth_url, scaled.history_url, [gw.url])
+    finally:
+        gw.stop()
+        proxy.stop()
+
+
+def test_removal_and_logout_during_a_broker_outage_apply_after_it(
+    cluster: Cluster, scaled: Stack
+) -> None:
+    with proxied_gateway(cluster, scaled) as (proxy, gw, proxied):
         owner, victim, leaver = (register_and_login(scaled) for _ in range(3))
         with httpx.Client(timeout=10) as http:
             r = http.post(
@@ -118,6 +129,86 @@ def test_removal_and_logout_during_a_broker_outage_apply_after_it(
         # "within a second of reconnect": /readyz is polled every 20 ms, so this also holds
         # the time the recovery needs to re-read membership and revocations
         assert figures["revoked_closed_after_ready_s"] < 1.0, figures
-    finally:
-        gw.stop()
-        proxy.stop()
+
+
+async def wait_ready_to_send(c: WsClient, room: str) -> None:
+    """After a reconnect, the gateway answers sends once it has re-read membership."""
+    deadline = time.monotonic() + 30
+    while True:
+        probe = await c.send_message("probe", room=room)
+        if probe["type"] == "ack":
+            return
+        assert probe["code"] == "unavailable" and time.monotonic() < deadline, probe
+        await asyncio.sleep(0.1)
+
+
+def test_a_message_whose_confirm_was_lost_reaches_the_members_of_its_gateway(
+    cluster: Cluster, scaled: Stack
+) -> None:
+    """RELIABILITY.md F11. The sender's gateway publishes a message; the broker routes it (the
+    writer stores it, the other gateways get its live copy), but nothing comes back to the
+    gateway (``hold_down``): no confirm, so the sender is answered ``unavailable``; then the
+    connection dies with the gateway's own live copy in it. A member on
+    the same gateway whose cursor is past the message (a later message from elsewhere reached
+    it first) can only get it live: once the gateway is back it must, exactly once, without the
+    sender retrying; the sender's retry is then acked with the stored message. The same for an
+    edit and its ``message_changed``."""
+    with proxied_gateway(cluster, scaled) as (proxy, gw, proxied):
+        owner, sender, member = (register_and_login(scaled) for _ in range(3))
+        with httpx.Client(timeout=10) as http:
+            r = http.post(
+                scaled.url("/api/rooms"),
+                json={"name": "lost-confirm", "members": [sender.username, member.username]},
+                headers=owner.headers,
+            )
+            assert r.status_code == 201, r.text
+            room = r.json()["id"]
+
+        async def scenario() -> None:
+            o = await WsClient.connect(scaled, owner, gateway=0)
+            s = await WsClient.connect(proxied, sender)
+            m = await WsClient.connect(proxied, member)
+            for c in (s, m):
+                await c.expect(lambda f: f["type"] == "synced")
+            first = await o.send_message("before", room=room)
+            assert (await m.expect(is_text))["message"]["id"] == first["message"]["id"]
+
+            proxy.hold_down()
+            answer = await s.send_message("lost confirm", room=room, cmid="f11", timeout=30)
+            assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+            live = await o.expect(is_text, 10)  # routed: the other gateway got its live copy
+            assert live["message"]["client_msg_id"] == "f11", live
+            assert proxy.cut() == 1  # the connection dies with what the broker sent back
+            proxy.heal()
+            await asyncio.to_thread(wait_for, lambda: _ready(gw.url), 30, 0.05)
+
+            got = await m.expect(is_text, 30)  # the member here, live, with no retry
+            assert got["message"]["id"] == live["message"]["id"], got
+            assert got["message"]["sent_at"] == live["message"]["sent_at"], got
+
+            ack = await s.send_message("lost confirm", room=room, cmid="f11", retry=True)
+            assert ack["type"] == "ack", ack
+            assert ack["message"]["id"] == got["message"]["id"], ack
+            assert ack["message"]["sent_at"] == got["message"]["sent_at"], ack
+            later = await o.send_message("after", room=room)
+            again = await m.expect(is_text, 10)  # the next message, not a second copy
+            assert again["message"]["id"] == later["message"]["id"], again
+
+            # the same for an edit: its message_changed reaches the member here
+            await wait_ready_to_send(s, room)
+            proxy.hold_down()
+            edit = {"type": "edit", "room": room, "message_id": ack["message"]["id"]}
+            await s.send({**edit, "body": "fixed", "client_msg_id": "f11-edit"})
+            answer = await s.expect(lambda f: f.get("client_msg_id") == "f11-edit", 30)
+            assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+            seen = await o.expect(lambda f: f["type"] == "message_changed", 10)
+            assert seen["message"]["body"] == "fixed", seen
+            assert proxy.cut() == 1
+            proxy.heal()
+            changed = await m.expect(lambda f: f["type"] == "message_changed", 30)
+            assert changed["message"]["body"] == "fixed", changed
+            assert changed["message"]["edited_at"] == seen["message"]["edited_at"], changed
+            for c in (o, s, m):
+                await c.close()
+
+        asyncio.run(scenario())

@@ -6,6 +6,7 @@ It runs its own asyncio loop in a background thread, so sync and async tests dri
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
         proxy.set_delay(0.2)      # every chunk, both ways, waits 200 ms
         proxy.blackhole()         # connections stay open, nothing moves (a partition, a hung peer)
+        proxy.hold_down()         # the client's bytes reach the server, none come back (lost acks)
         proxy.cut()               # every current connection is reset at once
         proxy.refuse()            # new connections are refused (closed at once)
         proxy.heal()              # back to normal
@@ -67,6 +68,7 @@ class TcpProxy:
         )
         self._server: asyncio.base_events.Server | None = None
         self._flowing: asyncio.Event | None = None
+        self._down_flowing: asyncio.Event | None = None
         self.stats = ProxyStats()
 
     # -- control (thread-safe) --------------------------------------------------------------
@@ -89,6 +91,12 @@ class TcpProxy:
         """Stop moving bytes on every connection (new ones too); nothing is closed."""
         self._loop.call_soon_threadsafe(self._set_flow, False)
 
+    def hold_down(self) -> None:
+        """Hold every byte the upstream sends to the clients (new connections too) while the
+        clients' bytes still reach it: what the server answers (a broker's confirms, its
+        deliveries, its heartbeats) is lost from the client's side."""
+        self._loop.call_soon_threadsafe(self._set_down_flow, False)
+
     def refuse(self) -> None:
         """Close new connections at once (connection reset); current ones are untouched."""
         self._refusing = True
@@ -101,6 +109,7 @@ class TcpProxy:
         self._refusing = False
         self.delay = 0.0
         self._loop.call_soon_threadsafe(self._set_flow, True)
+        self._loop.call_soon_threadsafe(self._set_down_flow, True)
 
     @property
     def active(self) -> int:
@@ -125,9 +134,18 @@ class TcpProxy:
         else:
             self._flowing.clear()
 
+    def _set_down_flow(self, flowing: bool) -> None:
+        assert self._down_flowing is not None
+        if flowing:
+            self._down_flowing.set()
+        else:
+            self._down_flowing.clear()
+
     async def _start(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._down_flowing = asyncio.Event()
+        self._down_flowing.set()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._listen_port)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -166,7 +184,7 @@ class TcpProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair, up: bool
     ) -> None:
-        assert self._flowing is not None
+        assert self._flowing is not None and self._down_flowing is not None
         try:
             while True:
                 data = await reader.read(65536)
@@ -175,6 +193,8 @@ class TcpProxy:
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 await self._flowing.wait()  # blackholed: hold the bytes, the peer hears nothing
+                if not up:
+                    await self._down_flowing.wait()  # held on the way back (hold_down)
                 if pair not in self._pairs:
                     return
                 writer.write(data)
