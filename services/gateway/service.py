@@ -536,16 +536,7 @@ class GatewayService:
             return
         if sent > room.clock:
             room.clock = sent
-        origin = event.get("origin") or {}
-        skip = origin.get("conn") if origin.get("gw") == self.gw else None
-        text = orjson.dumps({"type": "message", "message": msg}).decode()
-        n = 0
-        for c in self.membership.recipients(room.id):
-            if c.id != skip:
-                c.send_text(text)
-                n += 1
-        if n:
-            metrics.DELIVERED.inc(n)
+        self._fan_out(room.id, {"type": "message", "message": msg}, event)
 
     def _deliver_change(self, event: dict[str, Any]) -> None:
         """``message_changed`` to the room's members here (but the author's connection that
@@ -567,14 +558,17 @@ class GatewayService:
         sender_id = event.get("sender_id")
         if isinstance(sender_id, str):
             self.acked.replace((sender_id, str(msg["client_msg_id"])), msg)
-        room = self.membership.rooms.get(msg["room"])
-        if room is None:
-            return
+        if msg["room"] in self.membership.rooms:
+            self._fan_out(msg["room"], {"type": "message_changed", "message": msg}, event)
+
+    def _fan_out(self, room_id: str, frame: dict[str, Any], event: dict[str, Any]) -> None:
+        """``frame`` to every connection here of the room's members, once, but the connection
+        that sent ``event`` (it has its ack)."""
         origin = event.get("origin") or {}
         skip = origin.get("conn") if origin.get("gw") == self.gw else None
-        text = orjson.dumps({"type": "message_changed", "message": msg}).decode()
+        text = orjson.dumps(frame).decode()
         n = 0
-        for c in self.membership.recipients(room.id):
+        for c in self.membership.recipients(room_id):
             if c.id != skip:
                 c.send_text(text)
                 n += 1

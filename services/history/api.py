@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -160,84 +161,86 @@ class HistoryAPI:
             ) from None
 
     async def get_history(self, request: Request) -> Response:
+        return await self._answer(request, self._history, "history", "this room")
+
+    async def get_search(self, request: Request) -> Response:
+        return await self._answer(request, self._search, "search", "these rooms")
+
+    async def _answer(
+        self,
+        request: Request,
+        read: Callable[[Request], Awaitable[Response]],
+        what: str,
+        scope: str,
+    ) -> Response:
+        """``read``'s answer, or the error every read call answers the same way."""
+        if request.method not in ("GET", "HEAD"):
+            return error_response(405, "method_not_allowed", "use GET", {"Allow": "GET, HEAD"})
         try:
-            if request.method not in ("GET", "HEAD"):
-                raise APIError(405, "method_not_allowed", "use GET", {"Allow": "GET, HEAD"})
-            claims = self.authenticate(request)
-            before = parse_cursor("before", _one(request, "before"))
-            after = parse_cursor("after", _one(request, "after"))
-            around = parse_cursor("around", _one(request, "around"))
-            limit = parse_limit(_one(request, "limit"))
-            if sum(c is not None for c in (before, after, around)) > 1:
-                raise _invalid("give one of before, after and around")
-            room_id = request.path_params["room_id"]
-            if not 0 < len(room_id) <= _ROOM_MAX:
-                raise NotMember(room_id)
-            if around is not None:
-                page = await asyncio.to_thread(
-                    fetch_around, self.engine, claims.user_id, room_id, around, limit
-                )
-            else:
-                page = await asyncio.to_thread(
-                    fetch_page,
-                    self.engine,
-                    claims.user_id,
-                    room_id,
-                    before=before,
-                    after=after,
-                    limit=limit,
-                )
+            return await read(request)
         except APIError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         except NotMember:
             return error_response(404, "room_not_found", "no such room")
         except CursorNotFound:
-            return error_response(404, "message_not_found", "no such message in this room")
+            return error_response(404, "message_not_found", f"no such message in {scope}")
         except SQLAlchemyError as exc:
-            log.warning("history read failed: %s", str(exc).splitlines()[0][:200])
+            log.warning("%s read failed: %s", what, str(exc).splitlines()[0][:200])
             return error_response(
-                503, "unavailable", "history is unavailable, try again", {"Retry-After": "1"}
+                503, "unavailable", f"{what} is unavailable, try again", {"Retry-After": "1"}
+            )
+
+    async def _history(self, request: Request) -> Response:
+        claims = self.authenticate(request)
+        before = parse_cursor("before", _one(request, "before"))
+        after = parse_cursor("after", _one(request, "after"))
+        around = parse_cursor("around", _one(request, "around"))
+        limit = parse_limit(_one(request, "limit"))
+        if sum(c is not None for c in (before, after, around)) > 1:
+            raise _invalid("give one of before, after and around")
+        room_id = request.path_params["room_id"]
+        if not 0 < len(room_id) <= _ROOM_MAX:
+            raise NotMember(room_id)
+        if around is not None:
+            page = await asyncio.to_thread(
+                fetch_around, self.engine, claims.user_id, room_id, around, limit
+            )
+        else:
+            page = await asyncio.to_thread(
+                fetch_page,
+                self.engine,
+                claims.user_id,
+                room_id,
+                before=before,
+                after=after,
+                limit=limit,
             )
         answer: dict[str, Any] = {"messages": page.messages, "has_more": page.has_more}
         if page.has_more_after is not None:
             answer["has_more_after"] = page.has_more_after
         return json_response(answer)
 
-    async def get_search(self, request: Request) -> Response:
+    async def _search(self, request: Request) -> Response:
+        claims = self.authenticate(request)
+        q = _one(request, "q")
+        if q is None:
+            raise _invalid("q is required")
         try:
-            if request.method not in ("GET", "HEAD"):
-                raise APIError(405, "method_not_allowed", "use GET", {"Allow": "GET, HEAD"})
-            claims = self.authenticate(request)
-            q = _one(request, "q")
-            if q is None:
-                raise _invalid("q is required")
-            try:
-                terms = parse_query(q)
-            except QueryError as exc:
-                raise _invalid(str(exc)) from None
-            room = _one(request, "room")
-            if room is not None and not (_CURSOR_RE.fullmatch(room) and len(room) <= _ROOM_MAX):
-                raise _invalid("room must be a room id")
-            before = parse_cursor("before", _one(request, "before"))
-            limit = parse_search_limit(_one(request, "limit"))
-            page = await asyncio.to_thread(
-                searching.search,
-                self.engine,
-                claims.user_id,
-                terms,
-                room=room,
-                before=before,
-                limit=limit,
-            )
-        except APIError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
-        except NotMember:
-            return error_response(404, "room_not_found", "no such room")
-        except CursorNotFound:
-            return error_response(404, "message_not_found", "no such message in these rooms")
-        except SQLAlchemyError as exc:
-            log.warning("search failed: %s", str(exc).splitlines()[0][:200])
-            return error_response(
-                503, "unavailable", "search is unavailable, try again", {"Retry-After": "1"}
-            )
+            terms = parse_query(q)
+        except QueryError as exc:
+            raise _invalid(str(exc)) from None
+        room = _one(request, "room")
+        if room is not None and not (_CURSOR_RE.fullmatch(room) and len(room) <= _ROOM_MAX):
+            raise _invalid("room must be a room id")
+        before = parse_cursor("before", _one(request, "before"))
+        limit = parse_search_limit(_one(request, "limit"))
+        page = await asyncio.to_thread(
+            searching.search,
+            self.engine,
+            claims.user_id,
+            terms,
+            room=room,
+            before=before,
+            limit=limit,
+        )
         return json_response({"messages": page.messages, "has_more": page.has_more})
