@@ -19,21 +19,18 @@ inherit its whole past as unread).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
-    Table,
     and_,
     false,
-    func,
-    literal,
     or_,
     select,
+    text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
@@ -42,7 +39,6 @@ from services.common.directory import chunks
 from services.common.models import Membership, Message, Room
 
 UNREAD_CAP = 1000  # unread counts stop here (the client shows "999+")
-MESSAGES = cast(Table, Message.__table__)
 INDEX = "ix_messages_room_time"
 
 Position = tuple[int, str]  # (sent_ms, message id): the history order
@@ -86,36 +82,13 @@ def message_position(session: Session, room_id: str, message_id: str) -> Positio
     return None if row is None else (int(row.sent_ms), str(row.id))
 
 
-def _after(dialect: str, pos: Position) -> ColumnElement[bool]:
-    """``(sent_ms, id) > pos``, spelled the way each engine plans as an index range (as in
-    services/history/queries.py: SQLite takes the row value, MariaDB/MySQL the OR form)."""
-    s, i = MESSAGES.c.sent_ms, MESSAGES.c.id
-    if dialect == "sqlite":
-        return tuple_(s, i) > tuple_(literal(pos[0]), literal(pos[1]))
-    return or_(s > pos[0], and_(s == pos[0], i > pos[1]))
-
-
 def unread_count(
     session: Session, room_id: str, user_id: str, pos: Position, cap: int = UNREAD_CAP
 ) -> int:
     """Text messages of the room after ``pos`` sent by others and not deleted, counted up to
     ``cap`` (notices never count: they tell of the room, nobody wrote them)."""
-    dialect = session.get_bind().dialect.name
-    inner = (
-        select(MESSAGES.c.id)
-        .where(
-            MESSAGES.c.room_id == room_id,
-            _after(dialect, pos),
-            MESSAGES.c.sender_id != user_id,
-            MESSAGES.c.kind == "text",
-            MESSAGES.c.deleted == false(),
-        )
-        .with_hint(MESSAGES, f"FORCE INDEX ({INDEX})", "mysql")
-        .with_hint(MESSAGES, f"FORCE INDEX ({INDEX})", "mariadb")
-        .limit(cap)
-        .subquery()
-    )
-    return int(session.execute(select(func.count()).select_from(inner)).scalar_one())
+    sql = _unread_sql(session.get_bind().dialect.name, 1, True)
+    return int(session.execute(text(sql), _params(user_id, [(room_id, pos)], cap)).one().n)
 
 
 def read_states(
@@ -150,16 +123,72 @@ def read_states(
     }
 
 
+COUNTS_PER_QUERY = 100  # rooms asked in one statement (SQLite allows 500 arms in a UNION)
+
+
 def unread_counts(session: Session, user_id: str, states: Iterable[ReadState]) -> dict[str, int]:
-    """Unread per room; rooms with no activity since the position cost no query."""
+    """Unread per room; rooms with no activity since the position cost nothing; the others are
+    asked whether they have anything unread, then those that do are counted, each step one
+    statement for ``COUNTS_PER_QUERY`` rooms, written as SQL text (a user in 2,000 rooms, each
+    with activity since the join, connected in 2.4 s when each room was counted by its own
+    query, 1.5 s when SQLAlchemy built the expressions of these statements)."""
     out: dict[str, int] = {}
+    need: list[ReadState] = []
     for st in states:
-        pos = st.position
-        if st.last_activity_ms < pos[0]:
+        if st.last_activity_ms < st.position[0]:
             out[st.room_id] = 0
         else:
-            out[st.room_id] = unread_count(session, st.room_id, user_id, pos)
+            out[st.room_id] = 0
+            need.append(st)
+    dialect = session.get_bind().dialect.name
+    some: list[ReadState] = []  # rooms with something unread: counted
+    for part in chunks(need, COUNTS_PER_QUERY):
+        by_id = {st.room_id: st for st in part}
+        sql = text(_unread_sql(dialect, len(part), False))
+        rows = session.execute(sql, _params(user_id, [(st.room_id, st.position) for st in part]))
+        some.extend(by_id[str(r.room_id)] for r in rows)
+    for part in chunks(some, COUNTS_PER_QUERY):
+        sql = text(_unread_sql(dialect, len(part), True))
+        rows = session.execute(sql, _params(user_id, [(st.room_id, st.position) for st in part]))
+        for r in rows:
+            out[str(r.room_id)] = int(r.n)
     return out
+
+
+def _params(
+    user_id: str, rooms: Sequence[tuple[str, Position]], cap: int = UNREAD_CAP
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"u": user_id, "cap": cap}
+    for k, (room_id, (ms, mid)) in enumerate(rooms):
+        params[f"r{k}"], params[f"m{k}"], params[f"i{k}"] = room_id, ms, mid
+    return params
+
+
+@functools.lru_cache(maxsize=64)
+def _unread_sql(dialect: str, n: int, count: bool) -> str:
+    """One statement for ``n`` rooms, parameters ``:rK``, ``:mK``, ``:iK`` (room, position),
+    ``:u`` and ``:cap``: the same rows as ``unread_count``'s, for each room either its count
+    (up to ``:cap``) or, without ``count``, whether it has any (``EXISTS`` stops at the first
+    row and needs no derived table)."""
+    mysql = dialect != "sqlite"
+    hint = f" FORCE INDEX ({INDEX})" if mysql else ""
+    arms = []
+    for k in range(n):
+        after = (
+            f"(sent_ms > :m{k} OR (sent_ms = :m{k} AND id > :i{k}))"
+            if mysql
+            else f"(sent_ms, id) > (:m{k}, :i{k})"
+        )
+        rows = (
+            f"SELECT id FROM messages{hint} WHERE room_id = :r{k} AND {after} "
+            "AND sender_id <> :u AND kind = 'text' AND deleted = 0"
+        )
+        if count:
+            arms.append(f"SELECT :r{k} AS room_id, COUNT(*) AS n FROM ({rows} LIMIT :cap) AS t{k}")
+        else:
+            dual = " FROM DUAL" if mysql else ""
+            arms.append(f"SELECT :r{k} AS room_id{dual} WHERE EXISTS ({rows})")
+    return " UNION ALL ".join(arms)
 
 
 def annotate(

@@ -224,14 +224,14 @@ def test_a_quiet_room_costs_no_count(
     r = api.post(f"/api/rooms/{group}/members", {"username": "carol"}, alice["access_token"])
     assert r.status_code == 200
     carol = people["carol"]
-    counted: list[str] = []
-    real = readstate.unread_count
+    counted: list[str] = []  # the rooms of every statement that reads messages
+    real = readstate._params
 
-    def spy(session: Session, room_id: str, user_id: str, pos: Any, cap: int = 1000) -> int:
-        counted.append(room_id)
-        return real(session, room_id, user_id, pos, cap)
+    def spy(user_id: str, rooms: Any, cap: int = readstate.UNREAD_CAP) -> Any:
+        counted.extend(room_id for room_id, _ in rooms)
+        return real(user_id, rooms, cap)
 
-    monkeypatch.setattr(readstate, "unread_count", spy)
+    monkeypatch.setattr(readstate, "_params", spy)
     with Session(database.engine) as session:
         states = readstate.read_states(session, carol["id"])
         assert readstate.unread_counts(session, carol["id"], states.values()) == {group: 0}
@@ -240,7 +240,7 @@ def test_a_quiet_room_costs_no_count(
     with Session(database.engine) as session:
         states = readstate.read_states(session, carol["id"])
         assert readstate.unread_counts(session, carol["id"], states.values()) == {group: 1}
-        assert counted == [group]
+        assert counted == [group, group]  # has it any, then how many
 
 
 def test_migration_0004_starts_existing_members_read(empty_url: str) -> None:  # noqa: F811
@@ -307,3 +307,34 @@ def test_migration_0004_starts_existing_members_read(empty_url: str) -> None:  #
         command.upgrade(cfg, "head")
     finally:
         engine.dispose()
+
+
+def test_counts_of_many_rooms_in_few_statements_match_each_room_alone(
+    api: Api, database: Database, people: dict[str, dict[str, Any]]
+) -> None:
+    """More rooms than one statement counts (``COUNTS_PER_QUERY``): each room's count equals
+    its own query's, quiet rooms, rooms over the cap and the member's own messages included."""
+    alice, bob = people["alice"], people["bob"]
+    n = readstate.COUNTS_PER_QUERY + 30
+    rooms = []
+    for i in range(n):
+        r = api.post("/api/rooms", {"name": f"r{i}", "members": ["bob"]}, alice["access_token"])
+        assert r.status_code == 201
+        rooms.append(str(r.json["id"]))
+    base = joined_ms(database.engine, rooms[-1], bob) + 10
+    for i, room in enumerate(rooms):
+        if i % 3 and i % 7:
+            post(database.engine, room, alice, base + i, n=i % 7)
+        if i % 5 == 0:
+            post(database.engine, room, bob, base + i)  # one's own: never unread
+    post(database.engine, rooms[1], alice, base + 5000, n=readstate.UNREAD_CAP + 3)
+    with Session(database.engine) as session:
+        states = readstate.read_states(session, bob["id"])
+        together = readstate.unread_counts(session, bob["id"], states.values())
+        alone = {
+            rid: readstate.unread_count(session, rid, bob["id"], st.position)
+            for rid, st in states.items()
+        }
+    assert together == alone
+    assert together[rooms[1]] == readstate.UNREAD_CAP
+    assert sorted(set(together.values())) == [0, 1, 2, 3, 4, 5, 6, readstate.UNREAD_CAP]
