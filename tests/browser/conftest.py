@@ -59,3 +59,12 @@ def web_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def tabs() -> Iterator[list[Any]]:
+    """The browser tabs a test opens (``open_tab``), closed afterwards, the last first."""
+    opened: list[Any] = []
+    yield opened
+    for t in reversed(opened):
+        t.close()

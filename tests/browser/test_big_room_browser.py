@@ -15,7 +15,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -125,14 +125,6 @@ def scroll_members(tab: Tab, top: int) -> None:
 
 def row(tab: Tab, username: str) -> Any:
     return tab.page.locator(f'#member-list li[data-member="{username}"]')
-
-
-@pytest.fixture
-def tabs(browser: Any) -> Iterator[list[Tab]]:
-    opened: list[Tab] = []
-    yield opened
-    for t in opened:
-        t.close()
 
 
 def test_a_group_of_250_paged_virtual_live(

@@ -235,6 +235,13 @@ EXACTLY_ONCE_JS = """
 """
 
 
+def open_tab(tabs: list[Tab], browser: Any, base: str, **kw: Any) -> Tab:
+    """A new tab, closed at the end of the test by the ``tabs`` fixture (conftest.py)."""
+    t = Tab(browser, base, **kw)
+    tabs.append(t)
+    return t
+
+
 def wait_exactly_once(tab: Tab, expected: list[str], timeout: int) -> None:
     """Every expected body shown once, confirmed (no pending/failed), ids unique."""
     try:

@@ -12,28 +12,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.test_chat_browser import WAIT_MS, Tab, _expect, uname
+from tests.browser.test_chat_browser import WAIT_MS, Tab, _expect, open_tab, uname
 
 pytestmark = [pytest.mark.browser, pytest.mark.scaled]
-
-
-@pytest.fixture
-def tabs() -> Iterator[list[Tab]]:
-    opened: list[Tab] = []
-    yield opened
-    for t in reversed(opened):
-        t.close()
-
-
-def open_tab(tabs: list[Tab], browser: Any, base: str, **kw: Any) -> Tab:
-    t = Tab(browser, base, **kw)
-    tabs.append(t)
-    return t
 
 
 def message(tab: Tab, body: str) -> Any:

@@ -4,44 +4,20 @@ with its triggers; InnoDB FULLTEXT without stopwords), and the way back keeps th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 
 from services.common.db import make_engine
-from services.common.settings import ROOT
 from services.history.search import search
 from services.history.searchtext import parse_query
-from tests.support import services as svc
+from tests.auth.test_migrations import config, empty_url  # noqa: F401  (the fixture)
 
 ALICE = "u" + "a" * 25
 ROOM = "r" + "m" * 25
 
 
-@pytest.fixture(params=svc.BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    name = svc.create_database("chat_test_0005")
-    try:
-        yield svc.mysql_url(name)
-    finally:
-        svc.drop_database(name)
-
-
-def config(url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = url
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
-def test_existing_messages_are_indexed(url: str) -> None:
+def test_existing_messages_are_indexed(empty_url: str) -> None:  # noqa: F811
+    url = empty_url
     cfg = config(url)
     command.upgrade(cfg, "0003")
     engine = make_engine(url)
