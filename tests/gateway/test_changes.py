@@ -186,10 +186,16 @@ def test_only_the_sender_edits_and_the_owner_deletes(stack: Stack) -> None:
             await c.close()
 
     run(scenario())
-    with database(stack) as engine:
+
+    def both_deleted() -> list[dict[str, Any]] | None:
+        """The text messages once history shows both deletes (the scaled mode's writer
+        commits a moment after the acks)."""
         messages = history(stack, bob, room).json()["messages"]
         texts = [m for m in messages if m["kind"] == "text"]
-        assert [m["deleted"] for m in texts] == [True, True]
+        return texts if [m["deleted"] for m in texts] == [True, True] else None
+
+    texts = wait_for(both_deleted, 10)
+    with database(stack) as engine:
         assert all(m["body"] is None for m in texts)
         for m in texts:
             # the body is gone from the row and from the search index, not only hidden
