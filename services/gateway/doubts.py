@@ -100,21 +100,23 @@ class Doubts:
                 self.pending.clear()
                 return
             try:
-                await self._settle_once()
+                if await self._settle_once():
+                    started = time.monotonic()  # what is left came after: its own deadline
             except Exception:
                 log.exception("settling messages of lost confirms failed; trying again")
                 await asyncio.sleep(RETRY_EVERY)
 
-    async def _settle_once(self) -> None:
+    async def _settle_once(self) -> bool:
+        """Settle what is pending now; False if the broker or a writer is not there yet."""
         if not self.bus.connected:
             await asyncio.sleep(RETRY_EVERY)
-            return
+            return False
         batch = dict(self.pending)  # the marker below covers what was routed before now
         n = self.shards()
         shards = {topology.shard_of(e["message"]["room"], n) for e in batch.values()}
         if not await self.markers.caught_up(10.0, shards):
             await asyncio.sleep(RETRY_EVERY)
-            return
+            return False
         for key, entry in batch.items():
             if key not in self.pending:
                 continue  # settled meanwhile (a retry found it)
@@ -126,6 +128,7 @@ class Doubts:
                 continue
             self.settled += 1
             self.found(entry, stored)
+        return True
 
     def _lookup(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         if entry["type"] == "message":
