@@ -135,10 +135,8 @@ def unread_counts(session: Session, user_id: str, states: Iterable[ReadState]) -
     out: dict[str, int] = {}
     need: list[ReadState] = []
     for st in states:
-        if st.last_activity_ms < st.position[0]:
-            out[st.room_id] = 0
-        else:
-            out[st.room_id] = 0
+        out[st.room_id] = 0
+        if st.last_activity_ms >= st.position[0]:  # activity since the position: ask
             need.append(st)
     dialect = session.get_bind().dialect.name
     some: list[ReadState] = []  # rooms with something unread: counted
