@@ -23,7 +23,9 @@ The rules that keep it true:
 2. While a user's rooms are being read, their events wait in ``pending`` and are applied after
    the read, with the ``seq`` rule (so an event that the read already reflects is dropped).
 3. A client hears that it joined a room only once the room is bound here (a message sent right
-   after "joined" reaches it). A connection gets ``ready`` before its rooms are bound (binding
+   after "joined" reaches it) and the room's history shard has committed what was routed
+   before (a message sent to the new room before it was bound here is in history when the
+   client first reads the room). A connection gets ``ready`` before its rooms are bound (binding
    costs the broker ~1 ms each): the gateway publishes its sync marker only once they are, so
    what it missed meanwhile is in history by ``synced`` (docs/PROTOCOL.md, the resume rule).
 4. A user whose state may be stale (a gap) gets no live message and cannot send until re-read;
@@ -132,6 +134,9 @@ class Membership:
         self.bindings = bindings
         self.is_online = is_online
         self.on_resync = on_resync
+        # awaited before a client is told it joined a room: history then holds what was routed
+        # to the room before it was bound here (the service waits for the shard's writer)
+        self.before_joined: Callable[[str], Awaitable[Any]] | None = None
         self.users: dict[str, UserState] = {}
         self.rooms: dict[str, RoomState] = {}
         self.contact_rooms: dict[str, set[str]] = {}  # username -> small rooms cached here
@@ -358,7 +363,11 @@ class Membership:
             if room is None:
                 room = self._add_room(obj)
             self._join(us, room)
-            if not fresh and self.bindings.wait([room_key(rid)]) is None:
+            if (
+                not fresh
+                and self.bindings.wait([room_key(rid)]) is None
+                and self.before_joined is None
+            ):
                 self._tell_joined(us, room, us.conns)
             else:
                 self._spawn(self._joined_when_bound(us, room, fresh, None))
@@ -372,6 +381,11 @@ class Membership:
         fut = self.bindings.wait([room_key(room.id)])
         if fut is not None:
             await fut
+        if self.before_joined is not None and conns is None:
+            # a room just joined: what was sent to it before it was bound here reached no
+            # socket here; once the shard's writer has passed it, the client's first read of
+            # the room finds it (a connection's own rooms are covered by its `synced`)
+            await self.before_joined(room.id)
         if room.id in us.rooms and self.users.get(us.id) is us:
             self._tell_joined(us, room, us.conns if conns is None else conns)
         if fresh:  # bound now: read it, so nothing that happened before the bind is missed

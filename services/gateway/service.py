@@ -67,6 +67,7 @@ CLOSE_RATE = 4029
 CLOSE_RESTART = 1012
 CLOSE_TOO_BIG = 1009
 MAX_INFLIGHT = 64
+JOINED_WAIT = 3.0  # seconds a `joined` waits at most for its room's history shard
 
 
 def _error(code: str, message: str, status: int) -> JSONResponse:
@@ -106,6 +107,7 @@ class GatewayService:
         )
         self.history = HistoryConfig(settings.history_shards)  # read from the database at start
         self.markers = SyncMarkers(bus, self.gw, lambda: self.history.shards)
+        self.membership.before_joined = self._room_caught_up
         self.acked = AckCache(settings.ack_cache_bytes)
         # message ids delivered here -> what is known of them (recent.py): a retried message
         # goes out once, a `read` of a message just delivered needs no history lookup, and an
@@ -246,6 +248,12 @@ class GatewayService:
         except PublishError:
             log.warning("presence state not re-announced after reconnect")
         self._recovering = None
+
+    async def _room_caught_up(self, room_id: str) -> None:
+        """The room's history shard has committed what was routed to it before now (bounded: a
+        writer that does not answer in time delays a `joined` by at most JOINED_WAIT)."""
+        shard = topology.shard_of(room_id, self.history.shards)
+        await self.markers.passed(shard, JOINED_WAIT)
 
     def _close_revoked(self) -> None:
         for us in list(self.membership.users.values()):

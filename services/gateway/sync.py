@@ -51,6 +51,7 @@ class SyncMarkers:
         self._next: list[tuple[Connection, asyncio.Future[None]]] = []  # for the next round
         self._busy = False  # a round is being published
         self.rounds = 0  # markers published (a figure for tests)
+        self._shared: dict[int, asyncio.Future[bool]] = {}  # shard -> its next shared marker
 
     async def _publish(self, marker: str, shards: Iterable[int]) -> None:
         """The marker into each of ``shards`` at once; PublishError if any was not taken."""
@@ -144,6 +145,29 @@ class SyncMarkers:
             return False
         finally:
             self.waiters.pop(marker, None)
+
+    async def passed(self, shard: int, timeout: float) -> bool:
+        """``caught_up`` for one shard, shared: the callers of one turn of the loop share one
+        marker, published after all of them asked (a group created with thousands of members
+        online here costs one marker, not one per member)."""
+        fut = self._shared.get(shard)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._shared[shard] = fut
+            asyncio.get_running_loop().call_soon(self._start_shared, shard, fut, timeout)
+        return await asyncio.shield(fut)
+
+    def _start_shared(self, shard: int, fut: asyncio.Future[bool], timeout: float) -> None:
+        if self._shared.get(shard) is fut:
+            del self._shared[shard]  # who asks from now on gets a marker of their own
+
+        def done(task: asyncio.Task[bool]) -> None:
+            ok = not task.cancelled() and task.exception() is None and task.result()
+            if not fut.done():
+                fut.set_result(bool(ok))
+
+        task = asyncio.get_running_loop().create_task(self.caught_up(timeout, [shard]))
+        task.add_done_callback(done)
 
     def answered(self, marker: str, shard: int) -> None:
         entry = self.pending.get(marker)
