@@ -137,6 +137,9 @@ class Membership:
         # awaited before a client is told it joined a room: history then holds what was routed
         # to the room before it was bound here (the service waits for the shard's writer)
         self.before_joined: Callable[[str], Awaitable[Any]] | None = None
+        # direct rooms a send here is creating this moment (sending.py): nothing was sent to
+        # them before, so their `joined` waits for no history (and comes before the send's ack)
+        self.new_rooms: set[str] = set()
         self.users: dict[str, UserState] = {}
         self.rooms: dict[str, RoomState] = {}
         self.contact_rooms: dict[str, set[str]] = {}  # username -> small rooms cached here
@@ -329,7 +332,9 @@ class Membership:
                 delay = min(delay * 2, 5.0)
 
     # user events ---------------------------------------------------------------------------
-    def on_user_event(self, ev: dict[str, Any]) -> None:
+    def on_user_event(self, ev: dict[str, Any], new_room: bool = False) -> None:
+        """``new_room``: a ``joined`` of a room created this moment (a first direct message):
+        nothing was sent to it before, so ``joined`` need not wait for history."""
         us = self.users.get(str(ev["user_id"]))
         if us is None:
             return
@@ -340,9 +345,9 @@ class Membership:
             else:
                 us.pending.append(ev)
             return
-        self._apply_user_event(us, ev)
+        self._apply_user_event(us, ev, new_room)
 
-    def _apply_user_event(self, us: UserState, ev: dict[str, Any]) -> None:
+    def _apply_user_event(self, us: UserState, ev: dict[str, Any], new_room: bool = False) -> None:
         seq = int(ev["seq"])
         if seq <= us.seq:
             return  # already reflected (a duplicate, or older than what was read)
@@ -363,25 +368,28 @@ class Membership:
             if room is None:
                 room = self._add_room(obj)
             self._join(us, room)
-            if (
-                not fresh
-                and self.bindings.wait([room_key(rid)]) is None
-                and self.before_joined is None
-            ):
+            new_room = new_room or rid in self.new_rooms
+            wait_history = self.before_joined is not None and not new_room
+            if not fresh and self.bindings.wait([room_key(rid)]) is None and not wait_history:
                 self._tell_joined(us, room, us.conns)
             else:
-                self._spawn(self._joined_when_bound(us, room, fresh, None))
+                self._spawn(self._joined_when_bound(us, room, fresh, None, wait_history))
         elif ev["event"] == "left":
             if rid in us.rooms:
                 self._leave(us, rid, obj, us.conns)
 
     async def _joined_when_bound(
-        self, us: UserState, room: RoomState, fresh: bool, conns: list[Connection] | None
+        self,
+        us: UserState,
+        room: RoomState,
+        fresh: bool,
+        conns: list[Connection] | None,
+        wait_history: bool = False,
     ) -> None:
         fut = self.bindings.wait([room_key(room.id)])
         if fut is not None:
             await fut
-        if self.before_joined is not None and conns is None:
+        if wait_history and self.before_joined is not None:
             # a room just joined: what was sent to it before it was bound here reached no
             # socket here; once the shard's writer has passed it, the client's first read of
             # the room finds it (a connection's own rooms are covered by its `synced`)

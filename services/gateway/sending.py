@@ -191,19 +191,24 @@ class Sender:
         except ValueError:
             raise FrameError("invalid_frame", "you cannot message yourself") from None
         mine: dict[str, Any] | None = None
-        for exchange, key, body in staged:  # at once; the outbox relay sends them again later
-            try:
-                await self.bus.publish(exchange, key, body)
-            except PublishError:
-                log.warning("room event not published; the outbox relay will carry it")
-            event = orjson.loads(body)
-            if event.get("user_id") == conn.user_id:
-                mine = event
-        if mine is not None:
-            self.membership.on_user_event(mine)  # this gateway knows before its echo comes
-        bound = self.membership.bindings.wait([room_key(room["id"])])
-        if bound is not None:
-            await bound  # bound before the message goes out: the other tabs get it
+        if staged:  # created now: its `joined` here needs no history (whichever copy comes first)
+            self.membership.new_rooms.add(room["id"])
+        try:
+            for exchange, key, body in staged:  # at once; the outbox relay sends them again later
+                try:
+                    await self.bus.publish(exchange, key, body)
+                except PublishError:
+                    log.warning("room event not published; the outbox relay will carry it")
+                event = orjson.loads(body)
+                if event.get("user_id") == conn.user_id:
+                    mine = event
+            if mine is not None:  # this gateway knows before its echo comes; `joined` first
+                self.membership.on_user_event(mine, new_room=True)
+            bound = self.membership.bindings.wait([room_key(room["id"])])
+            if bound is not None:
+                await bound  # bound before the message goes out: the other tabs get it
+        finally:
+            self.membership.new_rooms.discard(room["id"])
         return room["id"], (peer_id if staged else None)
 
 

@@ -322,3 +322,25 @@ def test_rate_limit_then_close_4029(stack: Stack) -> None:
         assert closed == [4029]
 
     run(scenario())
+
+
+def test_a_first_direct_message_is_acked_after_its_room_joined(stack: Stack) -> None:
+    """API: the direct room is created by the first send, and its `room` `joined` frame comes
+    before the send's ack (the sender's client knows the room the ack names)."""
+    alice, bob = register_and_login(stack), register_and_login(stack)
+
+    async def scenario() -> None:
+        a = await WsClient.connect(stack, alice, gateway=0)
+        await a.expect(lambda f: f["type"] == "synced")
+        ack = await a.send_message("first words", to=bob.username)
+        assert ack["type"] == "ack", ack
+        room = ack["message"]["room"]
+        kinds = [
+            "joined" if f["type"] == "room" and f["room"]["id"] == room else f["type"]
+            for f in a.frames
+            if f["type"] == "ack" or (f["type"] == "room" and f.get("event") == "joined")
+        ]
+        assert kinds == ["joined", "ack"], a.frames
+        await a.close()
+
+    asyncio.run(scenario())
