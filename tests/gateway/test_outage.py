@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.gateway.test_changes import group
 from tests.support.client import Stack, WsClient, is_text, register_and_login, wait_for
 from tests.support.tcp_proxy import TcpProxy
 from tools.cluster import PYTHON, Cluster, Proc, free_port, wait_http
@@ -68,14 +69,7 @@ def test_removal_and_logout_during_a_broker_outage_apply_after_it(
 ) -> None:
     with proxied_gateway(cluster, scaled) as (proxy, gw, proxied):
         owner, victim, leaver = (register_and_login(scaled) for _ in range(3))
-        with httpx.Client(timeout=10) as http:
-            r = http.post(
-                scaled.url("/api/rooms"),
-                json={"name": "outage", "members": [victim.username, leaver.username]},
-                headers=owner.headers,
-            )
-            assert r.status_code == 201, r.text
-            room = r.json()["id"]
+        room = group(scaled, owner, [victim.username, leaver.username], name="outage")
 
         async def scenario() -> dict[str, float]:
             o = await WsClient.connect(scaled, owner, gateway=0)
@@ -155,14 +149,7 @@ def test_a_message_whose_confirm_was_lost_reaches_the_members_of_its_gateway(
     edit and its ``message_changed``."""
     with proxied_gateway(cluster, scaled) as (proxy, gw, proxied):
         owner, sender, member = (register_and_login(scaled) for _ in range(3))
-        with httpx.Client(timeout=10) as http:
-            r = http.post(
-                scaled.url("/api/rooms"),
-                json={"name": "lost-confirm", "members": [sender.username, member.username]},
-                headers=owner.headers,
-            )
-            assert r.status_code == 201, r.text
-            room = r.json()["id"]
+        room = group(scaled, owner, [sender.username, member.username], name="lost-confirm")
 
         async def scenario() -> None:
             o = await WsClient.connect(scaled, owner, gateway=0)
