@@ -73,6 +73,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if SCALED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.scaled)
     config.stash[COLLECTED] = list(items)
+    # `make test` runs two pytest-xdist workers, each given whole files in this order: the
+    # longest files first, so that none of them is left to run alone at the end
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+
+
+# the files that take longest (the benchmark smoke run alone is ~2 minutes of the suite)
+LONGEST_FIRST = ("tests/bench/", "tests/faults/test_rabbit_cluster.py")
 
 
 @pytest.fixture(scope="session")
