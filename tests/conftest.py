@@ -75,11 +75,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[COLLECTED] = list(items)
     # `make test` runs two pytest-xdist workers, each given whole files in this order: the
     # longest files first, so that none of them is left to run alone at the end
-    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
-# the files that take longest (the benchmark smoke run alone is ~2 minutes of the suite)
-LONGEST_FIRST = ("tests/bench/", "tests/faults/test_rabbit_cluster.py")
+# the files that take longest, longest first (`pytest --durations=60` on 2026-11-29, one
+# worker: the benchmark smoke run 109 s, the broker faults 60 s, ... the last here ~10 s)
+LONGEST_FIRST = (
+    "tests/bench/test_bench_smoke.py",
+    "tests/faults/test_broker.py",
+    "tests/browser/test_chat_browser.py",
+    "tests/faults/test_rabbit_cluster.py",
+    "tests/browser/test_team_browser.py",
+    "tests/auth/test_schemathesis.py",
+    "tests/gateway/test_scaled.py",
+    "tests/browser/test_messages_browser.py",
+    "tests/support/test_private_rabbit_cluster.py",
+    "tests/gateway/test_big_rooms.py",
+    "tests/faults/test_bruteforce.py",
+    "tests/gateway/test_outage.py",
+    "tests/history/test_reshard.py",
+    "tests/history/test_writer_real.py",
+    "tests/faults/test_fuzz.py",
+    "tests/faults/test_load.py",
+    "tests/faults/test_processes.py",
+    "tests/faults/test_database.py",
+    "tests/history/test_shards.py",
+    "tests/faults/test_broker_connect.py",
+    "tests/deploy/test_rabbitmq_config.py",
+)
 
 
 @pytest.fixture(scope="session")
