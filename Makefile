@@ -50,14 +50,14 @@ setup-system:
 ## fault-injection, browser and benchmark-smoke tests (~14 min on 2 cores), in two pytest-xdist
 ## workers that take whole files (a file's tests share its fixtures and run in order)
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## the inner loop (under 2 min): unit and all-in-one tests. Leaves out every test marked
 ## `scaled` (the scaled half of a both-modes test, the MariaDB half of a both-databases test,
 ## real RabbitMQ/MariaDB, clusters, private nodes, the fault suite, the bench smoke run) and
 ## the `browser` tests (Chromium)
 test-fast: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not scaled and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not scaled and not browser" $(PYTEST_ARGS)
 
 ## refresh the committed screenshots in docs/screenshots/ (the browser tests on the scaled
 ## mode; a plain test run writes its screenshots to a temporary directory)

@@ -73,8 +73,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if SCALED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.scaled)
     config.stash[COLLECTED] = list(items)
-    # `make test` runs two pytest-xdist workers, each given whole files in this order: the
-    # longest files first, so that none of them is left to run alone at the end
+    # `make test` runs two pytest-xdist workers, each given whole files in this order (the
+    # Makefile turns off xdist's own reorder, by number of tests): the longest files first,
+    # so that none of them is left to run alone at the end
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
