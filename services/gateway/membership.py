@@ -146,6 +146,8 @@ class Membership:
         self.fanout = PresenceFanout(self, is_online, presence_batch)
         self.trusted = True  # False from a broker disconnect until everything is re-read
         self._tasks: set[asyncio.Task[Any]] = set()
+        # sends waiting for a joining that is on its way here (member_soon)
+        self._join_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
 
     # queries -------------------------------------------------------------------------------
     def may_act(self, user_id: str) -> bool:
@@ -156,6 +158,27 @@ class Membership:
     def is_member(self, user_id: str, room_id: str) -> bool:
         us = self.users.get(user_id)
         return us is not None and room_id in us.rooms
+
+    async def member_soon(self, user_id: str, room_id: str, timeout: float) -> bool:
+        """``is_member``, waiting up to ``timeout`` seconds for a joining still on its way here
+        (a room created over REST a moment ago: the client may send to it before its event
+        has come through the broker)."""
+        if self.is_member(user_id, room_id):
+            return True
+        key = (user_id, room_id)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._join_waiters.setdefault(key, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._join_waiters.get(key)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._join_waiters[key]
+        return self.is_member(user_id, room_id)
 
     def recipients(self, room_id: str) -> Iterator[Connection]:
         """The connections a room's live message goes to (none while untrusted)."""
@@ -599,6 +622,9 @@ class Membership:
     def _join(self, us: UserState, room: RoomState) -> None:
         us.rooms.add(room.id)
         room.local.add(us.id)
+        for fut in self._join_waiters.pop((us.id, room.id), ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _leave(
         self,

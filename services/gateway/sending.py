@@ -32,6 +32,10 @@ from services.gateway.publisher import Publisher
 from services.gateway.store import GatewayStore
 from services.gateway.sync import SyncMarkers
 
+# how long a send to a room the user joined a moment ago (over REST) waits for that joining to
+# reach this gateway through the broker
+JOIN_WAIT = 3.0
+
 log = logging.getLogger("chat.gateway.sending")
 
 
@@ -107,6 +111,15 @@ class Sender:
             metrics.SEND_SECONDS.observe(time.perf_counter() - started)
         conn.send({"type": "ack", "client_msg_id": frame.client_msg_id, "message": msg})
 
+    async def _joining(self, conn: Connection, room_id: str, cmid: str) -> None:
+        """A send to a room this gateway does not know the user in: refused, unless the
+        database has them in it (a room created or joined over REST a moment ago, its event
+        still on its way here): then it waits for that event, at most ``JOIN_WAIT`` seconds."""
+        if not await asyncio.to_thread(self.store.is_member, conn.user_id, room_id):
+            raise FrameError("not_a_member", "you are not a member of this room", cmid)
+        if not await self.membership.member_soon(conn.user_id, room_id, JOIN_WAIT):
+            raise FrameError("unavailable", "joining the room; retry in a moment", cmid)
+
     async def _accept(self, conn: Connection, frame: SendFrame | ChangeFrame) -> dict[str, Any]:
         cmid = frame.client_msg_id
         if not self.membership.may_act(conn.user_id):
@@ -124,7 +137,7 @@ class Sender:
             if not ID_RE.match(room_id):
                 raise FrameError("room_not_found", "no such room", cmid)
             if not self.membership.is_member(conn.user_id, room_id):
-                raise FrameError("not_a_member", "you are not a member of this room", cmid)
+                await self._joining(conn, room_id, cmid)
         mid = message_id(conn.user_id, cmid)
         if frame.retry:
             stored = await asyncio.to_thread(self.store.stored_message, mid, conn.user_id)

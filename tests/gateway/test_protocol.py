@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -10,6 +11,7 @@ import orjson
 import pytest
 import websockets
 
+from services.gateway.sending import JOIN_WAIT
 from tests.support.client import (
     Stack,
     WsClient,
@@ -341,6 +343,32 @@ def test_a_first_direct_message_is_acked_after_its_room_joined(stack: Stack) -> 
             if f["type"] == "ack" or (f["type"] == "room" and f.get("event") == "joined")
         ]
         assert kinds == ["joined", "ack"], a.frames
+        await a.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_room_made_over_rest_takes_a_send_at_once(stack: Stack) -> None:
+    """A client may send to a room that a REST call has just created, before its gateway has
+    heard of the joining through the broker (a browser test caught `not_a_member` for the first
+    message of a new conversation under load): the send waits for the joining (at most
+    sending.JOIN_WAIT) and is acked. A send to a room of others is still refused, at once."""
+    alice = register_and_login(stack)
+    peers = [register_and_login(stack) for _ in range(4)]
+    bob, eve = peers[0], peers[1]
+
+    async def scenario() -> None:
+        a = await WsClient.connect(stack, alice, gateway=0)
+        await a.expect(lambda f: f["type"] == "synced")
+        for i, peer in enumerate(peers):
+            room = direct_room(stack, alice, peer.username)["id"]
+            ack = await a.send_message(f"at once {i}", room=room)
+            assert ack["type"] == "ack" and ack["message"]["room"] == room, ack
+        theirs = direct_room(stack, bob, eve.username)["id"]
+        started = time.monotonic()
+        refused = await a.send_message("not mine", room=theirs)
+        assert (refused["type"], refused["code"]) == ("error", "not_a_member"), refused
+        assert time.monotonic() - started < JOIN_WAIT  # the database says so: no waiting
         await a.close()
 
     asyncio.run(scenario())
