@@ -115,7 +115,12 @@ class Sender:
         """A send to a room this gateway does not know the user in: refused, unless the
         database has them in it (a room created or joined over REST a moment ago, its event
         still on its way here): then it waits for that event, at most ``JOIN_WAIT`` seconds."""
-        if not await asyncio.to_thread(self.store.is_member, conn.user_id, room_id):
+        try:
+            member = await asyncio.to_thread(self.store.is_member, conn.user_id, room_id)
+        except Exception as exc:  # the database is away: the gateway cannot tell
+            log.warning("membership check failed: %r", exc)
+            raise FrameError("unavailable", "cannot check the room now; retry", cmid) from exc
+        if not member:
             raise FrameError("not_a_member", "you are not a member of this room", cmid)
         if not await self.membership.member_soon(conn.user_id, room_id, JOIN_WAIT):
             raise FrameError("unavailable", "joining the room; retry in a moment", cmid)
