@@ -18,7 +18,7 @@ from services.common.directory import (
     room_ids_of_user,
     room_objects,
 )
-from services.common.models import Membership, User
+from services.common.models import User
 from services.common.readstate import Position
 from services.history import queries
 from services.history import store as history_store
@@ -56,12 +56,7 @@ class GatewayStore:
         """Whether the database has the user in the room now (authoritative; the gateway's
         memory may not have heard of a joining yet)."""
         with Session(self.engine) as session:
-            found = session.execute(
-                select(Membership.user_id).where(
-                    Membership.room_id == room_id, Membership.user_id == user_id
-                )
-            ).first()
-            return found is not None
+            return readstate.is_member(session, room_id, user_id)
 
     def rooms(self, room_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not room_ids:
